@@ -1,4 +1,17 @@
-//! Canonical serialization and the hash chain. STUB.
+//! Canonical serialization and the hash chain.
+//!
+//! `hash = lowercase hex SHA-256(canonical_json(record))`, where the canonical form is the
+//! record's JSON without its top-level `hash` key, object keys sorted by byte order, no
+//! insignificant whitespace, absent optionals omitted, strings escaped exactly as
+//! serde_json escapes them and numbers written as serde_json writes them.
+//!
+//! Chain rule: record `n` has `seq = n` (starting at 1, contiguous) and
+//! `prev_hash = hash(record n-1)`; the first record's `prev_hash` is [`GENESIS_HASH`].
+//!
+//! The writer here is our own (it does not rely on the iteration order of
+//! `serde_json::Map`, which changes when any crate in the build enables `preserve_order`).
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 use warden_core::EvidenceRecord;
 
 /// prev_hash of the first record.
@@ -6,11 +19,220 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 
 /// Canonical JSON of `rec` without its `hash` field: object keys sorted by byte order,
 /// no insignificant whitespace, absent optionals omitted, UTF-8.
-pub fn canonical_json(_rec: &EvidenceRecord) -> String {
-    todo!()
+pub fn canonical_json(rec: &EvidenceRecord) -> String {
+    let value = serde_json::to_value(rec).expect("an evidence record always serializes to JSON");
+    canonical_json_value(&value)
+}
+
+/// Canonical JSON of an already-parsed record body: like [`canonical_json`], for a
+/// `serde_json::Value`. A top-level `hash` key is left out.
+pub fn canonical_json_value(value: &Value) -> String {
+    let mut out = String::with_capacity(512);
+    match value {
+        Value::Object(map) => write_object(&mut out, map, true),
+        other => write_value(&mut out, other),
+    }
+    out
 }
 
 /// Lowercase hex SHA-256 of `canonical_json(rec)`.
-pub fn record_hash(_rec: &EvidenceRecord) -> String {
-    todo!()
+pub fn record_hash(rec: &EvidenceRecord) -> String {
+    sha256_hex(canonical_json(rec).as_bytes())
+}
+
+/// Lowercase hex SHA-256 of `canonical_json_value(value)`.
+pub fn value_hash(value: &Value) -> String {
+    sha256_hex(canonical_json_value(value).as_bytes())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn write_value(out: &mut String, v: &Value) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => write_object(out, map, false),
+    }
+}
+
+fn write_object(out: &mut String, map: &serde_json::Map<String, Value>, skip_hash: bool) {
+    let mut entries: Vec<(&String, &Value)> = map
+        .iter()
+        .filter(|(k, _)| !(skip_hash && k.as_str() == "hash"))
+        .collect();
+    // `str` ordering is byte-wise ordering of the UTF-8 encoding.
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push('{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(out, k);
+        out.push(':');
+        write_value(out, v);
+    }
+    out.push('}');
+}
+
+fn write_str(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).expect("a string always serializes"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_core::{ActionInfo, AuthInfo, AuthMethod, Principal, RecordKind, ResponseInfo};
+
+    fn sample() -> EvidenceRecord {
+        let mut r = EvidenceRecord::new(RecordKind::ActionRequest);
+        r.id = "0001".into();
+        r.ts = "2026-11-27T10:00:00.000000000Z".into();
+        r.seq = 7;
+        r.session_id = Some("s1".into());
+        r.principal = Some(Principal {
+            id: "agent:bot".into(),
+            groups: vec!["agents".into()],
+            auth: AuthInfo {
+                method: AuthMethod::WardenKey,
+                issuer: Some("warden".into()),
+                subject: Some("k1".into()),
+            },
+            on_behalf_of: None,
+        });
+        r.connection = Some("orders".into());
+        r.action = Some(ActionInfo {
+            kind: "sql".into(),
+            text: "select \"x\" from t where s = 'é\n'".into(),
+            params: vec![Some("1".into()), None],
+            ..Default::default()
+        });
+        r.prev_hash = GENESIS_HASH.into();
+        r.hash = "whatever".into();
+        r
+    }
+
+    #[test]
+    fn canonical_is_sorted_compact_and_omits_hash() {
+        let r = sample();
+        let c = canonical_json(&r);
+        assert!(!c.contains("\"hash\""), "{c}");
+        assert!(c.contains("\"prev_hash\""));
+        assert!(!c.contains(": ") && !c.contains(", "));
+        // Top-level keys come out in byte order.
+        let v: Value = serde_json::from_str(&c).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert!(
+            c.starts_with("{\"action\":{\"kind\":\"sql\",\"params\":[\"1\",null],\"text\":"),
+            "{c}"
+        );
+        assert!(c.contains("\"principal\":{\"auth\":{\"issuer\":\"warden\",\"method\":\"warden_key\",\"subject\":\"k1\"},\"groups\":[\"agents\"],\"id\":\"agent:bot\"}"), "{c}");
+        // Absent optionals are omitted.
+        assert!(!c.contains("\"purpose\"") && !c.contains("\"response\""));
+    }
+
+    #[test]
+    fn canonical_is_stable() {
+        let r = sample();
+        assert_eq!(canonical_json(&r), canonical_json(&r.clone()));
+        // Re-parsing the stored body gives the same canonical form and hash.
+        let body = serde_json::to_string(&r).unwrap();
+        let back: EvidenceRecord = serde_json::from_str(&body).unwrap();
+        assert_eq!(canonical_json(&back), canonical_json(&r));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(canonical_json_value(&v), canonical_json(&r));
+        assert_eq!(value_hash(&v), record_hash(&r));
+        // The hash field itself does not change the hash.
+        let mut r2 = r.clone();
+        r2.hash = "other".into();
+        assert_eq!(record_hash(&r), record_hash(&r2));
+        let h = record_hash(&r);
+        assert_eq!(h.len(), 64);
+        assert!(
+            h.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+    }
+
+    #[test]
+    fn nested_keys_sorted_and_numbers_like_serde() {
+        let v: Value = serde_json::from_str(
+            r#"{"b":{"z":1,"a":[1.5,-2,{"y":null,"x":true}]},"a":"\u0001\"","hash":"h"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            canonical_json_value(&v),
+            r#"{"a":"\u0001\"","b":{"a":[1.5,-2,{"x":true,"y":null}],"z":1}}"#
+        );
+    }
+
+    #[test]
+    fn hash_changes_when_any_field_changes() {
+        let base = sample();
+        let h0 = record_hash(&base);
+        let mut variants: Vec<EvidenceRecord> = Vec::new();
+        let mut r = base.clone();
+        r.seq = 8;
+        variants.push(r);
+        let mut r = base.clone();
+        r.id.push('x');
+        variants.push(r);
+        let mut r = base.clone();
+        r.ts = "2026-11-27T10:00:00.000000001Z".into();
+        variants.push(r);
+        let mut r = base.clone();
+        r.kind = RecordKind::ActionResponse;
+        variants.push(r);
+        let mut r = base.clone();
+        r.session_id = None;
+        variants.push(r);
+        let mut r = base.clone();
+        r.principal.as_mut().unwrap().groups.push("dba".into());
+        variants.push(r);
+        let mut r = base.clone();
+        r.connection = Some("billing".into());
+        variants.push(r);
+        let mut r = base.clone();
+        r.purpose = Some("debug".into());
+        variants.push(r);
+        let mut r = base.clone();
+        r.action.as_mut().unwrap().text.push(' ');
+        variants.push(r);
+        let mut r = base.clone();
+        r.action.as_mut().unwrap().params[1] = Some(String::new());
+        variants.push(r);
+        let mut r = base.clone();
+        r.response = Some(ResponseInfo {
+            status: "ok".into(),
+            rows: 1,
+            ..Default::default()
+        });
+        variants.push(r);
+        let mut r = base.clone();
+        r.detail = Some(String::new());
+        variants.push(r);
+        let mut r = base.clone();
+        r.prev_hash = "1".repeat(64);
+        variants.push(r);
+        for (i, v) in variants.iter().enumerate() {
+            assert_ne!(record_hash(v), h0, "variant {i} did not change the hash");
+        }
+    }
 }

@@ -16,4 +16,7 @@ pub mod sqlite;
 
 pub use ledger::{Appended, Durability, Ledger, LedgerError};
 pub use query::{RecordFilter, VerifyProblem, VerifyReport};
-pub use sqlite::Store;
+pub use sqlite::{Store, StoreError, StoreOptions};
+
+#[cfg(test)]
+mod tests;

@@ -1,11 +1,96 @@
-//! SQLite backend. STUB.
-use std::path::Path;
+//! SQLite backend: the embedded default store (WAL mode).
+//!
+//! Schema (version 1, kept in `PRAGMA user_version`):
+//! - `records`: one row per evidence record; `body` is the full record JSON (including
+//!   `hash`), the other columns are indexes derived from it and checked by [`Store::verify`].
+//! - `keys`: Warden key verifiers (never the secret).
+//!
+//! Every connection uses a busy timeout (5 s by default) so the CLI and a running gateway
+//! can share the file. Appends go through the single writer thread behind
+//! [`Store::ledger`]; reads and key operations use the store's own connection.
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde_json::Value;
 use warden_core::{EvidenceRecord, KeyRecord};
 
+use crate::chain;
+use crate::keys::{INSERT_KEY_SQL, KEY_COLUMNS, key_from_row};
+use crate::ledger::{WriterConfig, genesis};
+use crate::query::VerifyProblem;
 use crate::{Durability, Ledger, RecordFilter, VerifyReport};
 
+/// Schema version this build writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+/// Default time a connection waits for a lock held by another connection or process.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    ts TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    session_id TEXT,
+    principal TEXT,
+    connection TEXT,
+    body TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_ts ON records(ts);
+CREATE INDEX IF NOT EXISTS records_principal ON records(principal);
+CREATE INDEX IF NOT EXISTS records_connection ON records(connection);
+CREATE INDEX IF NOT EXISTS records_kind ON records(kind);
+CREATE INDEX IF NOT EXISTS records_session_id ON records(session_id);
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT,
+    secret_hash BLOB NOT NULL,
+    scram_salt BLOB NOT NULL,
+    scram_iterations INTEGER NOT NULL,
+    scram_stored_key BLOB NOT NULL,
+    scram_server_key BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keys_principal ON keys(principal);
+";
+
+/// How to open a [`Store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// How long a connection waits for a lock before failing (default 5 s).
+    pub busy_timeout: Duration,
+}
+
+impl StoreOptions {
+    pub fn new(durability: Durability) -> Self {
+        StoreOptions {
+            durability,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+        }
+    }
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions::new(Durability::default())
+    }
+}
+
 pub struct Store {
-    _private: (),
+    path: PathBuf,
+    options: StoreOptions,
+    /// Reads and key operations.
+    conn: Mutex<Connection>,
+    /// Started on the first call to [`Store::ledger`].
+    ledger: OnceLock<Ledger>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -16,34 +101,415 @@ pub enum StoreError {
     Url(String),
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e.to_string())
+    }
+}
+
+/// The file a `sqlite://PATH` URL names; relative paths resolve against `base_dir`.
+pub fn sqlite_path(url: &str, base_dir: &Path) -> Result<PathBuf, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .ok_or_else(|| StoreError::Url(url.to_string()))?;
+    if rest.is_empty() {
+        return Err(StoreError::Url(url.to_string()));
+    }
+    let p = Path::new(rest);
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    })
+}
+
 impl Store {
     /// Open (creating if needed) `sqlite://PATH`; relative paths resolve against `base_dir`.
-    pub fn open(_url: &str, _base_dir: &Path, _durability: Durability) -> Result<Store, StoreError> {
-        todo!()
+    pub fn open(url: &str, base_dir: &Path, durability: Durability) -> Result<Store, StoreError> {
+        Store::open_with(url, base_dir, StoreOptions::new(durability))
     }
+
+    /// [`Store::open`] with every option.
+    pub fn open_with(
+        url: &str,
+        base_dir: &Path,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        let path = sqlite_path(url, base_dir)?;
+        create_private(&path)?;
+        let mut conn = open_connection(&path, options.durability, options.busy_timeout, true)
+            .map_err(|e| StoreError::Sqlite(format!("cannot open {}: {e}", path.display())))?;
+        init_schema(&mut conn)?;
+        Ok(Store {
+            path,
+            options,
+            conn: Mutex::new(conn),
+            ledger: OnceLock::new(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Handle to the writer (starts the writer thread on first call).
     pub fn ledger(&self) -> Ledger {
-        todo!()
+        self.ledger
+            .get_or_init(|| {
+                Ledger::spawn(WriterConfig {
+                    path: self.path.clone(),
+                    durability: self.options.durability,
+                    busy_timeout: self.options.busy_timeout,
+                })
+            })
+            .clone()
     }
-    pub fn query(&self, _filter: &RecordFilter, _each: &mut dyn FnMut(EvidenceRecord) -> bool) -> Result<u64, StoreError> {
-        todo!()
+
+    /// Last committed record: `(seq, hash)`; `(0, GENESIS_HASH)` when empty.
+    pub fn head(&self) -> Result<(u64, String), StoreError> {
+        Ok(read_head(&self.lock())?)
     }
-    pub fn verify(&self, _progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport, StoreError> {
-        todo!()
+
+    /// Records matching `filter`, in seq order, each passed to `each` until it returns
+    /// false. Returns how many were delivered.
+    pub fn query(
+        &self,
+        filter: &RecordFilter,
+        each: &mut dyn FnMut(EvidenceRecord) -> bool,
+    ) -> Result<u64, StoreError> {
+        let mut sql = String::from("SELECT seq, body FROM records WHERE 1=1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut add = |clause: &str, v: String| {
+            args.push(v.into());
+            sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+        };
+        if let Some(s) = &filter.since {
+            add("ts >=", normalize_ts(s)?);
+        }
+        if let Some(u) = &filter.until {
+            add("ts <", normalize_ts(u)?);
+        }
+        if let Some(p) = &filter.principal {
+            add("principal =", p.clone());
+        }
+        if let Some(c) = &filter.connection {
+            add("connection =", c.clone());
+        }
+        if let Some(k) = &filter.kind {
+            add("kind =", k.clone());
+        }
+        if let Some(s) = &filter.session_id {
+            add("session_id =", s.clone());
+        }
+        sql.push_str(" ORDER BY seq");
+        if let Some(limit) = filter.limit {
+            args.push(rusqlite::types::Value::Integer(
+                i64::try_from(limit).unwrap_or(i64::MAX),
+            ));
+            sql.push_str(&format!(" LIMIT ?{}", args.len()));
+        }
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        let mut delivered = 0u64;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            let body: String = row.get(1)?;
+            let rec: EvidenceRecord = serde_json::from_str(&body).map_err(|e| {
+                StoreError::Sqlite(format!("record {seq} is not a valid evidence record: {e}"))
+            })?;
+            delivered += 1;
+            if !each(rec) {
+                break;
+            }
+        }
+        Ok(delivered)
     }
-    pub fn insert_key(&self, _rec: &KeyRecord) -> Result<(), StoreError> {
-        todo!()
+
+    /// Recompute the whole chain, streaming, and report the first problem.
+    /// `progress(done, total)` is called every 10 000 records and at the end.
+    pub fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport, StoreError> {
+        let mut conn = self.lock();
+        // One read transaction: a consistent snapshot even while the gateway appends.
+        let tx = conn.transaction()?;
+        let total: i64 = tx.query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))?;
+        let total = total as u64;
+        let (_, genesis_hash) = genesis();
+        let mut report = VerifyReport {
+            records: 0,
+            head_seq: 0,
+            head_hash: genesis_hash,
+            problem: None,
+        };
+        {
+            let mut stmt = tx.prepare(
+                "SELECT seq, id, ts, kind, session_id, principal, connection, body, prev_hash, hash \
+                 FROM records ORDER BY seq",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let stored = StoredRow {
+                    seq: row.get(0)?,
+                    id: row.get(1)?,
+                    ts: row.get(2)?,
+                    kind: row.get(3)?,
+                    session_id: row.get(4)?,
+                    principal: row.get(5)?,
+                    connection: row.get(6)?,
+                    body: row.get(7)?,
+                    prev_hash: row.get(8)?,
+                    hash: row.get(9)?,
+                };
+                let seq = u64::try_from(stored.seq).unwrap_or(0);
+                if let Err(what) = check_row(&stored, report.head_seq, &report.head_hash) {
+                    report.problem = Some(VerifyProblem { seq, what });
+                    break;
+                }
+                report.records += 1;
+                report.head_seq = seq;
+                report.head_hash = stored.hash;
+                if report.records % 10_000 == 0 {
+                    progress(report.records, total);
+                }
+            }
+        }
+        tx.finish()?;
+        progress(report.records, total);
+        Ok(report)
     }
-    pub fn key_by_id(&self, _id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        todo!()
+
+    pub fn insert_key(&self, rec: &KeyRecord) -> Result<(), StoreError> {
+        let groups =
+            serde_json::to_string(&rec.groups).map_err(|e| StoreError::Sqlite(e.to_string()))?;
+        self.lock().execute(
+            INSERT_KEY_SQL,
+            params![
+                rec.id,
+                rec.principal,
+                groups,
+                rec.created_at,
+                rec.expires_at,
+                rec.revoked_at,
+                &rec.secret_hash[..],
+                rec.scram_salt,
+                i64::from(rec.scram_iterations),
+                &rec.scram_stored_key[..],
+                &rec.scram_server_key[..],
+            ],
+        )?;
+        Ok(())
     }
-    pub fn keys_for_principal(&self, _principal: &str) -> Result<Vec<KeyRecord>, StoreError> {
-        todo!()
+
+    pub fn key_by_id(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1"))?;
+        Ok(stmt.query_row([id], key_from_row).optional()?)
     }
+
+    pub fn keys_for_principal(&self, principal: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE principal = ?1 ORDER BY created_at, id"
+        ))?;
+        let keys = stmt
+            .query_map([principal], key_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(keys)
+    }
+
     pub fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        todo!()
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys ORDER BY principal, created_at, id"
+        ))?;
+        let keys = stmt
+            .query_map([], key_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(keys)
     }
-    pub fn revoke_key(&self, _id: &str, _at: &str) -> Result<bool, StoreError> {
-        todo!()
+
+    /// Mark key `id` revoked at `at`; false when there is no such key or it already was.
+    pub fn revoke_key(&self, id: &str, at: &str) -> Result<bool, StoreError> {
+        let n = self.lock().execute(
+            "UPDATE keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, at],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+struct StoredRow {
+    seq: i64,
+    id: String,
+    ts: String,
+    kind: String,
+    session_id: Option<String>,
+    principal: Option<String>,
+    connection: Option<String>,
+    body: String,
+    prev_hash: String,
+    hash: String,
+}
+
+/// Check one stored row against its predecessor (`prev_seq`, `prev_hash`).
+fn check_row(row: &StoredRow, prev_seq: u64, prev_hash: &str) -> Result<(), String> {
+    let seq = row.seq;
+    let expected = prev_seq as i64 + 1;
+    if seq > expected {
+        return Err(format!("missing record(s) before seq {seq}"));
+    }
+    if seq < expected {
+        return Err(format!(
+            "record {seq} is reordered: expected seq {expected}"
+        ));
+    }
+    let value: Value = serde_json::from_str(&row.body)
+        .map_err(|e| format!("record {seq} was altered: its body is not valid JSON: {e}"))?;
+    let rec: EvidenceRecord = serde_json::from_value(value.clone()).map_err(|e| {
+        format!("record {seq} was altered: its body is not a valid evidence record: {e}")
+    })?;
+    if rec.seq as i64 != seq {
+        return Err(format!(
+            "record {seq} is reordered: its content says seq {}",
+            rec.seq
+        ));
+    }
+    let recomputed = chain::value_hash(&value);
+    if recomputed != rec.hash || recomputed != row.hash {
+        return Err(format!(
+            "record {seq} was altered: hash does not match its content"
+        ));
+    }
+    if rec.prev_hash != prev_hash {
+        return Err(format!(
+            "chain broken at {seq}: prev_hash does not match the hash of record {}",
+            seq - 1
+        ));
+    }
+    let columns: [(&str, Option<&str>, Option<&str>); 7] = [
+        ("id", Some(&row.id), Some(&rec.id)),
+        ("ts", Some(&row.ts), Some(&rec.ts)),
+        ("kind", Some(&row.kind), Some(rec.kind.as_str())),
+        (
+            "session_id",
+            row.session_id.as_deref(),
+            rec.session_id.as_deref(),
+        ),
+        (
+            "principal",
+            row.principal.as_deref(),
+            rec.principal.as_ref().map(|p| p.id.as_str()),
+        ),
+        (
+            "connection",
+            row.connection.as_deref(),
+            rec.connection.as_deref(),
+        ),
+        ("prev_hash", Some(&row.prev_hash), Some(&rec.prev_hash)),
+    ];
+    for (name, stored, content) in columns {
+        if stored != content {
+            return Err(format!(
+                "record {seq} was altered: column `{name}` does not match its content"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parse a time bound (RFC 3339; also a date or a span ago, as the CLI accepts) and write
+/// it the way records store `ts`, so that string comparison orders correctly.
+fn normalize_ts(s: &str) -> Result<String, StoreError> {
+    let t = warden_core::time_fmt::parse_time_arg(s).map_err(StoreError::Sqlite)?;
+    Ok(warden_core::time_fmt::format_ts(t))
+}
+
+/// Last committed record: `(seq, hash)`; `(0, GENESIS_HASH)` when the chain is empty.
+pub(crate) fn read_head(conn: &Connection) -> rusqlite::Result<(u64, String)> {
+    let head = conn
+        .query_row(
+            "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+        )
+        .optional()?;
+    Ok(head.unwrap_or_else(genesis))
+}
+
+/// Open a connection with the busy timeout and the durability pragmas.
+pub(crate) fn open_connection(
+    path: &Path,
+    durability: Durability,
+    busy_timeout: Duration,
+    create: bool,
+) -> rusqlite::Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(busy_timeout)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "cannot switch {} to WAL mode (journal_mode is {mode})",
+            path.display()
+        )));
+    }
+    let sync = match durability {
+        Durability::Fsync => "FULL",
+        Durability::Process => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn init_schema(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Sqlite(format!(
+            "the store's schema version is {version}; this Warden understands up to {SCHEMA_VERSION} (upgrade Warden)"
+        )));
+    }
+    if version < SCHEMA_VERSION {
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Create the database's directory (0700) and an empty database file (0600) if missing.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        StoreError::Sqlite(format!("cannot {what} {}: {e}", p.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(dir).map_err(|e| io("create directory", dir, e))?;
+    }
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    match o.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io("create", path, e)),
     }
 }

@@ -1,0 +1,603 @@
+//! Store and ledger tests against real SQLite files.
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use warden_core::{AuthInfo, AuthMethod, EvidenceRecord, KeyRecord, Principal, RecordKind};
+
+use crate::chain::{GENESIS_HASH, record_hash};
+use crate::{Durability, RecordFilter, Store, StoreError, StoreOptions};
+
+fn open(dir: &Path) -> Store {
+    Store::open("sqlite://data/evidence.db", dir, Durability::Process).unwrap()
+}
+
+fn rec(i: u64, principal: &str, connection: &str, kind: RecordKind) -> EvidenceRecord {
+    let mut r = EvidenceRecord::new(kind);
+    r.ts = format!("2026-11-27T10:00:{:02}.{:09}Z", i / 1000 % 60, i % 1000);
+    r.session_id = Some(format!("s{}", i % 3));
+    r.principal = Some(Principal {
+        id: principal.into(),
+        groups: vec!["agents".into()],
+        auth: AuthInfo {
+            method: AuthMethod::WardenKey,
+            issuer: Some("warden".into()),
+            subject: Some("k1".into()),
+        },
+        on_behalf_of: None,
+    });
+    r.connection = Some(connection.into());
+    r.detail = Some(format!("record {i}"));
+    r
+}
+
+async fn fill(store: &Store, n: u64) {
+    let ledger = store.ledger();
+    for i in 0..n {
+        ledger
+            .append(rec(i, "agent:bot", "orders", RecordKind::ActionRequest))
+            .await
+            .unwrap();
+    }
+}
+
+fn all(store: &Store) -> Vec<EvidenceRecord> {
+    let mut out = Vec::new();
+    store
+        .query(&RecordFilter::default(), &mut |r| {
+            out.push(r);
+            true
+        })
+        .unwrap();
+    out
+}
+
+fn raw(dir: &Path) -> Connection {
+    Connection::open(dir.join("data/evidence.db")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_form_one_contiguous_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let ledger = store.ledger();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..125u64 {
+                let a = ledger
+                    .append(rec(
+                        t * 1000 + i,
+                        &format!("agent:a{t}"),
+                        "orders",
+                        RecordKind::ActionRequest,
+                    ))
+                    .await
+                    .unwrap();
+                seqs.push(a.seq);
+            }
+            seqs
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        let s = t.await.unwrap();
+        // Each task's own appends come back in increasing order.
+        assert!(s.windows(2).all(|w| w[0] < w[1]));
+        seqs.extend(s);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=1000).collect::<Vec<u64>>());
+
+    let mut calls = Vec::new();
+    let report = store
+        .verify(&mut |done, total| calls.push((done, total)))
+        .unwrap();
+    assert_eq!(report.problem, None);
+    assert_eq!(report.records, 1000);
+    assert_eq!(report.head_seq, 1000);
+    assert_eq!(calls.last(), Some(&(1000, 1000)));
+    assert_eq!(store.head().unwrap(), (1000, report.head_hash.clone()));
+
+    let records = all(&store);
+    assert_eq!(records.len(), 1000);
+    let mut prev = GENESIS_HASH.to_string();
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.seq, i as u64 + 1);
+        assert_eq!(r.prev_hash, prev);
+        assert_eq!(r.hash, record_hash(r));
+        prev = r.hash.clone();
+    }
+}
+
+#[tokio::test]
+async fn reopen_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store, 5).await;
+        store.ledger().flush().await.unwrap();
+    }
+    let store = open(dir.path());
+    let (seq, hash) = store.head().unwrap();
+    assert_eq!(seq, 5);
+    let a = store
+        .ledger()
+        .append(rec(99, "agent:bot", "orders", RecordKind::SessionEnd))
+        .await
+        .unwrap();
+    assert_eq!(a.seq, 6);
+    let last = all(&store).pop().unwrap();
+    assert_eq!(last.prev_hash, hash);
+    let report = store.verify(&mut |_, _| {}).unwrap();
+    assert_eq!(report.problem, None);
+    assert_eq!((report.records, report.head_seq), (6, 6));
+}
+
+#[tokio::test]
+async fn background_appends_keep_order_and_flush_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ledger = store.ledger();
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let r = rec(i, "agent:bot", "orders", RecordKind::ActionResponse);
+        ids.push(r.id.clone());
+        ledger.append_background(r);
+    }
+    let a = ledger
+        .append(rec(50, "agent:bot", "orders", RecordKind::SessionEnd))
+        .await
+        .unwrap();
+    assert_eq!(a.seq, 51);
+    for i in 51..60 {
+        let r = rec(i, "agent:bot", "orders", RecordKind::ActionResponse);
+        ids.push(r.id.clone());
+        ledger.append_background(r);
+    }
+    ledger.flush().await.unwrap();
+    let got: Vec<String> = all(&store)
+        .into_iter()
+        .filter(|r| r.kind == RecordKind::ActionResponse)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(got, ids);
+    assert_eq!(ledger.background_failures(), 0);
+    assert_eq!(store.verify(&mut |_, _| {}).unwrap().records, 60);
+}
+
+#[tokio::test]
+async fn duplicate_id_is_rejected_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ledger = store.ledger();
+    let first = rec(1, "agent:bot", "orders", RecordKind::ActionRequest);
+    let dup = first.clone();
+    ledger.append(first).await.unwrap();
+    let err = ledger.append(dup).await.unwrap_err();
+    assert!(err.to_string().contains("rejected"), "{err}");
+    let a = ledger
+        .append(rec(2, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap();
+    assert_eq!(a.seq, 2);
+    assert_eq!(store.verify(&mut |_, _| {}).unwrap().problem, None);
+}
+
+async fn tampered(n: u64, sql: &str) -> (u64, String) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store, n).await;
+        assert_eq!(store.verify(&mut |_, _| {}).unwrap().problem, None);
+    }
+    raw(dir.path()).execute_batch(sql).unwrap();
+    let store = open(dir.path());
+    let report = store.verify(&mut |_, _| {}).unwrap();
+    let p = report.problem.expect("tampering must be detected");
+    (p.seq, p.what)
+}
+
+#[tokio::test]
+async fn verify_detects_an_edited_body() {
+    let (seq, what) = tampered(
+        10,
+        "UPDATE records SET body = json_set(body, '$.detail', 'nothing to see') WHERE seq = 4",
+    )
+    .await;
+    assert_eq!(seq, 4);
+    assert_eq!(
+        what,
+        "record 4 was altered: hash does not match its content"
+    );
+}
+
+#[tokio::test]
+async fn verify_detects_an_added_body_field() {
+    let (seq, what) = tampered(
+        10,
+        "UPDATE records SET body = json_set(body, '$.extra', 1) WHERE seq = 3",
+    )
+    .await;
+    assert_eq!(
+        (seq, what.as_str()),
+        (3, "record 3 was altered: hash does not match its content")
+    );
+}
+
+#[tokio::test]
+async fn verify_detects_a_deleted_row() {
+    let (seq, what) = tampered(10, "DELETE FROM records WHERE seq = 5").await;
+    assert_eq!(seq, 6);
+    assert_eq!(what, "missing record(s) before seq 6");
+}
+
+#[tokio::test]
+async fn verify_detects_a_deleted_first_row() {
+    let (seq, what) = tampered(3, "DELETE FROM records WHERE seq = 1").await;
+    assert_eq!((seq, what.as_str()), (2, "missing record(s) before seq 2"));
+}
+
+#[tokio::test]
+async fn verify_detects_swapped_rows() {
+    let (seq, what) = tampered(
+        10,
+        "UPDATE records SET seq = -1 WHERE seq = 5; UPDATE records SET seq = 5 WHERE seq = 6; \
+         UPDATE records SET seq = 6 WHERE seq = -1;",
+    )
+    .await;
+    assert_eq!(seq, 5);
+    assert!(what.contains("reordered"), "{what}");
+}
+
+#[tokio::test]
+async fn verify_detects_a_changed_hash() {
+    let (seq, what) = tampered(
+        10,
+        &format!(
+            "UPDATE records SET hash = '{}' WHERE seq = 7",
+            "ab".repeat(32)
+        ),
+    )
+    .await;
+    assert_eq!(
+        (seq, what.as_str()),
+        (7, "record 7 was altered: hash does not match its content")
+    );
+}
+
+#[tokio::test]
+async fn verify_detects_a_rehashed_record_as_a_broken_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store, 10).await;
+    }
+    // Rewrite record 4 consistently with itself: only the chain gives it away.
+    let conn = raw(dir.path());
+    let body: String = conn
+        .query_row("SELECT body FROM records WHERE seq = 4", [], |r| r.get(0))
+        .unwrap();
+    let mut r: EvidenceRecord = serde_json::from_str(&body).unwrap();
+    r.detail = Some("forged".into());
+    r.hash = record_hash(&r);
+    conn.execute(
+        "UPDATE records SET body = ?1, hash = ?2 WHERE seq = 4",
+        rusqlite::params![serde_json::to_string(&r).unwrap(), r.hash],
+    )
+    .unwrap();
+    drop(conn);
+    let report = open(dir.path()).verify(&mut |_, _| {}).unwrap();
+    let p = report.problem.unwrap();
+    assert_eq!(p.seq, 5);
+    assert!(p.what.starts_with("chain broken at 5"), "{}", p.what);
+    assert_eq!((report.records, report.head_seq), (4, 4));
+}
+
+#[tokio::test]
+async fn verify_detects_an_edited_index_column() {
+    let (seq, what) = tampered(
+        10,
+        "UPDATE records SET principal = 'agent:someone-else' WHERE seq = 2",
+    )
+    .await;
+    assert_eq!(seq, 2);
+    assert!(what.contains("column `principal`"), "{what}");
+}
+
+#[tokio::test]
+async fn empty_store_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = open(dir.path()).verify(&mut |_, _| {}).unwrap();
+    assert_eq!(report.problem, None);
+    assert_eq!(
+        (report.records, report.head_seq, report.head_hash.as_str()),
+        (0, 0, GENESIS_HASH)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_fails_closed_when_the_database_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        durability: Durability::Fsync,
+        busy_timeout: Duration::from_millis(100),
+    };
+    let store = Store::open_with("sqlite://data/evidence.db", dir.path(), opts).unwrap();
+    let ledger = store.ledger();
+    ledger
+        .append(rec(0, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap();
+
+    let blocker = raw(dir.path());
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        ledger.append(rec(1, "agent:bot", "orders", RecordKind::ActionRequest)),
+    )
+    .await
+    .expect("append must not hang");
+    let err = r.unwrap_err();
+    assert!(
+        err.to_string().starts_with("evidence ledger unavailable"),
+        "{err}"
+    );
+    ledger.append_background(rec(2, "agent:bot", "orders", RecordKind::ActionResponse));
+    assert!(
+        ledger.flush().await.is_err(),
+        "a lost background record must surface in flush"
+    );
+    assert_eq!(ledger.background_failures(), 1);
+    blocker.execute_batch("COMMIT").unwrap();
+
+    // Nothing from the failed batches is stored and the chain continues from the real head.
+    let a = ledger
+        .append(rec(3, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap();
+    assert_eq!(a.seq, 2);
+    ledger.flush().await.unwrap();
+    let report = store.verify(&mut |_, _| {}).unwrap();
+    assert_eq!(report.problem, None);
+    assert_eq!(report.records, 2);
+}
+
+#[tokio::test]
+async fn append_fails_promptly_when_the_writer_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ledger = store.ledger();
+    ledger
+        .append(rec(0, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap();
+    ledger.crash_writer();
+    for i in 1..4 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            ledger.append(rec(i, "agent:bot", "orders", RecordKind::ActionRequest)),
+        )
+        .await
+        .expect("append must not hang");
+        assert!(r.is_err());
+    }
+    assert!(ledger.flush().await.is_err());
+    ledger.append_background(rec(9, "agent:bot", "orders", RecordKind::ActionResponse));
+    assert!(ledger.background_failures() >= 1);
+    assert_eq!(store.verify(&mut |_, _| {}).unwrap().records, 1);
+}
+
+#[tokio::test]
+async fn query_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ledger = store.ledger();
+    for i in 0..30u64 {
+        let principal = if i % 2 == 0 {
+            "agent:even"
+        } else {
+            "agent:odd"
+        };
+        let connection = if i % 3 == 0 { "billing" } else { "orders" };
+        let kind = if i % 5 == 0 {
+            RecordKind::SessionStart
+        } else {
+            RecordKind::ActionRequest
+        };
+        let mut r = rec(i, principal, connection, kind);
+        r.ts = format!("2026-11-27T10:00:{i:02}.000000000Z");
+        ledger.append(r).await.unwrap();
+    }
+    let count = |f: RecordFilter| {
+        let mut seqs = Vec::new();
+        let n = store
+            .query(&f, &mut |r| {
+                seqs.push(r.seq);
+                true
+            })
+            .unwrap();
+        assert_eq!(n as usize, seqs.len());
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        seqs
+    };
+    assert_eq!(count(RecordFilter::default()).len(), 30);
+    assert_eq!(
+        count(RecordFilter {
+            principal: Some("agent:even".into()),
+            ..Default::default()
+        })
+        .len(),
+        15
+    );
+    assert_eq!(
+        count(RecordFilter {
+            connection: Some("billing".into()),
+            ..Default::default()
+        })
+        .len(),
+        10
+    );
+    assert_eq!(
+        count(RecordFilter {
+            kind: Some("session.start".into()),
+            ..Default::default()
+        }),
+        vec![1, 6, 11, 16, 21, 26]
+    );
+    assert_eq!(
+        count(RecordFilter {
+            session_id: Some("s0".into()),
+            ..Default::default()
+        })
+        .len(),
+        10
+    );
+    // Bounds in other RFC 3339 spellings are normalized: since inclusive, until exclusive.
+    let seqs = count(RecordFilter {
+        since: Some("2026-11-27T11:00:10+01:00".into()),
+        until: Some("2026-11-27T10:00:20Z".into()),
+        ..Default::default()
+    });
+    assert_eq!(seqs, (11..=20).collect::<Vec<u64>>());
+    let seqs = count(RecordFilter {
+        since: Some("2026-11-27T10:00:10.5Z".into()),
+        ..Default::default()
+    });
+    assert_eq!(seqs.first(), Some(&12));
+    assert_eq!(
+        count(RecordFilter {
+            principal: Some("agent:odd".into()),
+            limit: Some(3),
+            ..Default::default()
+        }),
+        vec![2, 4, 6]
+    );
+    // Early stop.
+    let mut seen = 0;
+    let n = store
+        .query(&RecordFilter::default(), &mut |_| {
+            seen += 1;
+            seen < 4
+        })
+        .unwrap();
+    assert_eq!((n, seen), (4, 4));
+    assert!(
+        store
+            .query(
+                &RecordFilter {
+                    since: Some("yesterday-ish".into()),
+                    ..Default::default()
+                },
+                &mut |_| true
+            )
+            .is_err()
+    );
+}
+
+fn key(id: &str, principal: &str) -> KeyRecord {
+    KeyRecord {
+        id: id.into(),
+        principal: principal.into(),
+        groups: vec!["agents".into(), "readers".into()],
+        created_at: "2026-11-27T10:00:00.000000000Z".into(),
+        expires_at: Some("2027-01-01T00:00:00Z".into()),
+        revoked_at: None,
+        secret_hash: [1; 32],
+        scram_salt: vec![9, 8, 7],
+        scram_iterations: 4096,
+        scram_stored_key: [2; 32],
+        scram_server_key: [3; 32],
+    }
+}
+
+#[test]
+fn keys_round_trip_and_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let k1 = key("k1", "agent:bot");
+    let k2 = key("k2", "agent:bot");
+    let k3 = key("k3", "user:alice");
+    for k in [&k1, &k2, &k3] {
+        store.insert_key(k).unwrap();
+    }
+    assert!(store.insert_key(&k1).is_err(), "duplicate id");
+    assert_eq!(store.key_by_id("k1").unwrap(), Some(k1.clone()));
+    assert_eq!(store.key_by_id("nope").unwrap(), None);
+    assert_eq!(
+        store.keys_for_principal("agent:bot").unwrap(),
+        vec![k1.clone(), k2.clone()]
+    );
+    assert_eq!(store.list_keys().unwrap().len(), 3);
+    assert!(store.revoke_key("k1", "2026-11-28T00:00:00Z").unwrap());
+    assert!(
+        !store.revoke_key("k1", "2026-11-29T00:00:00Z").unwrap(),
+        "already revoked"
+    );
+    assert!(!store.revoke_key("nope", "2026-11-29T00:00:00Z").unwrap());
+    let revoked = store.key_by_id("k1").unwrap().unwrap();
+    assert_eq!(revoked.revoked_at.as_deref(), Some("2026-11-28T00:00:00Z"));
+    // Revoked keys are still listed for their principal.
+    assert_eq!(store.keys_for_principal("agent:bot").unwrap().len(), 2);
+    drop(store);
+    assert_eq!(open(dir.path()).key_by_id("k3").unwrap(), Some(k3));
+}
+
+#[test]
+fn urls_and_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        Store::open("postgres://x/y", dir.path(), Durability::Process),
+        Err(StoreError::Url(_))
+    ));
+    assert!(matches!(
+        Store::open("sqlite://", dir.path(), Durability::Process),
+        Err(StoreError::Url(_))
+    ));
+    let store = Store::open("sqlite://./a/b/ev.db", dir.path(), Durability::Fsync).unwrap();
+    assert_eq!(store.path(), dir.path().join("./a/b/ev.db"));
+    assert!(dir.path().join("a/b/ev.db").is_file());
+    let abs = dir.path().join("abs.db");
+    let store2 = Store::open(
+        &format!("sqlite://{}", abs.display()),
+        Path::new("/nonexistent"),
+        Durability::Process,
+    )
+    .unwrap();
+    assert_eq!(store2.path(), abs);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("a/b/ev.db")), 0o600);
+        assert_eq!(mode(&dir.path().join("a/b")), 0o700);
+        assert_eq!(mode(&dir.path().join("a")), 0o700);
+    }
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    raw(dir.path())
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let err = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Process)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("schema version is 99"), "{err}");
+}
+
+#[tokio::test]
+async fn the_cli_and_the_gateway_share_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = open(dir.path());
+    fill(&gateway, 3).await;
+    let cli = open(dir.path());
+    cli.insert_key(&key("k1", "agent:bot")).unwrap();
+    assert_eq!(cli.verify(&mut |_, _| {}).unwrap().records, 3);
+    fill(&gateway, 2).await;
+    assert_eq!(all(&cli).len(), 5);
+    assert!(gateway.key_by_id("k1").unwrap().is_some());
+}
