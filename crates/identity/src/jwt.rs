@@ -115,12 +115,16 @@ impl JwtValidator {
         let algorithms = parse_algorithms(&settings.algorithms)?;
         let source = match (&settings.jwks_file, &settings.jwks_url) {
             (Some(_), Some(_)) => {
-                return Err(JwtError::Jwks("set only one of jwks_url and jwks_file".into()));
+                return Err(JwtError::Jwks(
+                    "set only one of jwks_url and jwks_file".into(),
+                ));
             }
             (Some(p), None) => JwksSource::File(p.clone()),
             (None, Some(u)) => {
                 if !(u.starts_with("http://") || u.starts_with("https://")) {
-                    return Err(JwtError::Jwks("jwks_url must be an http:// or https:// URL".into()));
+                    return Err(JwtError::Jwks(
+                        "jwks_url must be an http:// or https:// URL".into(),
+                    ));
                 }
                 if u.starts_with("https://") {
                     tracing::warn!(
@@ -129,7 +133,11 @@ impl JwtValidator {
                 }
                 JwksSource::Url(u.clone())
             }
-            (None, None) => return Err(JwtError::Jwks("one of jwks_url or jwks_file is required".into())),
+            (None, None) => {
+                return Err(JwtError::Jwks(
+                    "one of jwks_url or jwks_file is required".into(),
+                ));
+            }
         };
         let validator = JwtValidator {
             settings,
@@ -144,8 +152,10 @@ impl JwtValidator {
             let bytes = std::fs::read(path)
                 .map_err(|e| JwtError::Jwks(format!("cannot read {}: {e}", path.display())))?;
             let keys = parse_jwks(&bytes)?;
-            *validator.cache.write().unwrap_or_else(|e| e.into_inner()) =
-                Some(Arc::new(Jwks { keys, generation: 1 }));
+            *validator.cache.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Jwks {
+                keys,
+                generation: 1,
+            }));
         }
         Ok(validator)
     }
@@ -178,27 +188,37 @@ impl JwtValidator {
         validation.validate_aud = true;
         validation.leeway = self.settings.leeway_secs;
 
-        let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| map_error(e, alg))?;
+        let data = jsonwebtoken::decode::<Value>(token, &key, &validation)
+            .map_err(|e| map_error(e, alg))?;
         self.principal_from_claims(&data.claims)
     }
 
     /// Decode the header; pin the algorithm. Returns (alg, kid).
     fn read_header(&self, token: &str) -> Result<(Algorithm, Option<String>), JwtError> {
         let mut parts = token.split('.');
-        let (Some(h), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(_), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(JwtError::Malformed);
         };
         // Read `alg` ourselves first so `none` and unknown algorithms get a precise error
         // (jsonwebtoken's Header cannot even represent them).
-        let raw = URL_SAFE_NO_PAD.decode(h.trim_end_matches('=')).map_err(|_| JwtError::Malformed)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(h.trim_end_matches('='))
+            .map_err(|_| JwtError::Malformed)?;
         let raw: Value = serde_json::from_slice(&raw).map_err(|_| JwtError::Malformed)?;
-        let alg_name = raw.get("alg").and_then(Value::as_str).ok_or(JwtError::Malformed)?;
-        let alg = Algorithm::from_str(alg_name).map_err(|_| JwtError::Algorithm(sanitize(alg_name)))?;
+        let alg_name = raw
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or(JwtError::Malformed)?;
+        let alg =
+            Algorithm::from_str(alg_name).map_err(|_| JwtError::Algorithm(sanitize(alg_name)))?;
         if !self.algorithms.contains(&alg) {
             return Err(JwtError::Algorithm(sanitize(alg_name)));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
-        if header.alg != alg {
+        // We understand no critical header extensions (RFC 7515 §4.1.11): refuse them.
+        if header.alg != alg || header.crit.is_some() {
             return Err(JwtError::Malformed);
         }
         Ok((alg, header.kid))
@@ -210,20 +230,29 @@ impl JwtValidator {
             Some(j) => j,
             None => {
                 self.reload(0).await?;
-                self.cached().ok_or_else(|| JwtError::Jwks("JWKS not loaded".into()))?
+                self.cached()
+                    .ok_or_else(|| JwtError::Jwks("JWKS not loaded".into()))?
             }
         };
         match lookup(&jwks, kid) {
-            Lookup::Found(k) => return Ok(k),
-            Lookup::KidRequired => return Err(JwtError::UnknownKid("(none: the JWKS has several keys)".into())),
+            Lookup::Found(k) => return Ok(k.clone()),
+            Lookup::KidRequired => {
+                return Err(JwtError::UnknownKid(
+                    "(none: the JWKS has several keys)".into(),
+                ));
+            }
             Lookup::Missing => {}
         }
         // Unknown kid: maybe the issuer rotated keys.
         self.reload(jwks.generation).await?;
-        let jwks = self.cached().ok_or_else(|| JwtError::Jwks("JWKS not loaded".into()))?;
+        let jwks = self
+            .cached()
+            .ok_or_else(|| JwtError::Jwks("JWKS not loaded".into()))?;
         match lookup(&jwks, kid) {
-            Lookup::Found(k) => Ok(k),
-            Lookup::KidRequired => Err(JwtError::UnknownKid("(none: the JWKS has several keys)".into())),
+            Lookup::Found(k) => Ok(k.clone()),
+            Lookup::KidRequired => Err(JwtError::UnknownKid(
+                "(none: the JWKS has several keys)".into(),
+            )),
             Lookup::Missing => Err(JwtError::UnknownKid(sanitize(kid.unwrap_or("(none)")))),
         }
     }
@@ -246,7 +275,9 @@ impl JwtValidator {
             && last.elapsed() < floor
         {
             if current == 0 {
-                return Err(JwtError::Jwks("the last fetch failed; retrying later".into()));
+                return Err(JwtError::Jwks(
+                    "the last fetch failed; retrying later".into(),
+                ));
             }
             return Ok(()); // rate-limited: keep the cached set
         }
@@ -262,8 +293,10 @@ impl JwtValidator {
         match loaded {
             Ok(keys) => {
                 tracing::debug!(keys = keys.len(), "JWKS loaded");
-                *self.cache.write().unwrap_or_else(|e| e.into_inner()) =
-                    Some(Arc::new(Jwks { keys, generation: current + 1 }));
+                *self.cache.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Jwks {
+                    keys,
+                    generation: current + 1,
+                }));
                 Ok(())
             }
             Err(e) => {
@@ -274,7 +307,10 @@ impl JwtValidator {
     }
 
     fn principal_from_claims(&self, claims: &Value) -> Result<Principal, JwtError> {
-        let sub = claims.get("sub").and_then(Value::as_str).ok_or(JwtError::Subject)?;
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .ok_or(JwtError::Subject)?;
         if !usable_subject(sub) {
             return Err(JwtError::Subject);
         }
@@ -290,17 +326,34 @@ impl JwtValidator {
             .and_then(|a| a.get("sub"))
             .and_then(Value::as_str)
             .filter(|s| usable_subject(s))
-            .map(|s| if has_kind_prefix(s) { s.to_string() } else { format!("user:{s}") });
+            .map(|s| {
+                if has_kind_prefix(s) {
+                    s.to_string()
+                } else {
+                    format!("user:{s}")
+                }
+            });
         let groups = match claims.get(&self.settings.groups_claim) {
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
             Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
             _ => Vec::new(),
         };
-        let iss = claims.get("iss").and_then(Value::as_str).unwrap_or(&self.settings.issuer);
+        let iss = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .unwrap_or(&self.settings.issuer);
         Ok(Principal {
             id,
             groups,
-            auth: AuthInfo { method: AuthMethod::Jwt, issuer: Some(iss.to_string()), subject: Some(sub.to_string()) },
+            auth: AuthInfo {
+                method: AuthMethod::Jwt,
+                issuer: Some(iss.to_string()),
+                subject: Some(sub.to_string()),
+            },
             on_behalf_of,
         })
     }
@@ -327,7 +380,8 @@ fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, JwtError> {
 /// Parse a JWKS document, keeping the keys usable for signature verification: public
 /// RSA / EC / OKP keys not marked `use: enc`. Symmetric (`oct`) keys are dropped.
 fn parse_jwks(bytes: &[u8]) -> Result<Vec<Jwk>, JwtError> {
-    let doc: Value = serde_json::from_slice(bytes).map_err(|_| JwtError::Jwks("not a JWKS (invalid JSON)".into()))?;
+    let doc: Value = serde_json::from_slice(bytes)
+        .map_err(|_| JwtError::Jwks("not a JWKS (invalid JSON)".into()))?;
     let Some(keys) = doc.get("keys").and_then(Value::as_array) else {
         return Err(JwtError::Jwks("not a JWKS (no `keys` array)".into()));
     };
@@ -350,21 +404,25 @@ fn parse_jwks(bytes: &[u8]) -> Result<Vec<Jwk>, JwtError> {
     Ok(out)
 }
 
-enum Lookup {
-    Found(Jwk),
+enum Lookup<'a> {
+    Found(&'a Jwk),
     Missing,
     KidRequired,
 }
 
-fn lookup(jwks: &Jwks, kid: Option<&str>) -> Lookup {
+fn lookup<'a>(jwks: &'a Jwks, kid: Option<&str>) -> Lookup<'a> {
     match kid {
-        Some(kid) => match jwks.keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid)) {
-            Some(k) => Lookup::Found(k.clone()),
+        Some(kid) => match jwks
+            .keys
+            .iter()
+            .find(|k| k.common.key_id.as_deref() == Some(kid))
+        {
+            Some(k) => Lookup::Found(k),
             None => Lookup::Missing,
         },
         None => match jwks.keys.len() {
             0 => Lookup::Missing,
-            1 => Lookup::Found(jwks.keys[0].clone()),
+            1 => Lookup::Found(&jwks.keys[0]),
             _ => Lookup::KidRequired,
         },
     }
@@ -385,7 +443,9 @@ fn check_key_fits(jwk: &Jwk, alg: Algorithm) -> Result<(), JwtError> {
             (&p.curve, alg),
             (EllipticCurve::P256, Algorithm::ES256) | (EllipticCurve::P384, Algorithm::ES384)
         ),
-        (AlgorithmParameters::OctetKeyPair(p), AlgorithmFamily::Ed) => p.curve == EllipticCurve::Ed25519,
+        (AlgorithmParameters::OctetKeyPair(p), AlgorithmFamily::Ed) => {
+            p.curve == EllipticCurve::Ed25519
+        }
         _ => false,
     };
     if fits { Ok(()) } else { Err(refuse()) }
@@ -401,16 +461,19 @@ fn map_error(e: jsonwebtoken::errors::Error, alg: Algorithm) -> JwtError {
         | ErrorKind::MissingRequiredClaim(_)
         | ErrorKind::InvalidClaimFormat(_) => JwtError::Claims,
         ErrorKind::InvalidSignature => JwtError::Signature,
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
-            JwtError::Algorithm(format!("{alg:?}"))
-        }
-        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-            JwtError::Malformed
-        }
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm => JwtError::Algorithm(format!("{alg:?}")),
+        ErrorKind::InvalidToken
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_) => JwtError::Malformed,
         ErrorKind::InvalidEcdsaKey
         | ErrorKind::InvalidEddsaKey
         | ErrorKind::InvalidRsaKey(_)
-        | ErrorKind::InvalidKeyFormat => JwtError::Jwks("the issuer's key for this token is unusable".into()),
+        | ErrorKind::InvalidKeyFormat => {
+            JwtError::Jwks("the issuer's key for this token is unusable".into())
+        }
         // Anything else: fail closed.
         _ => JwtError::Signature,
     }
@@ -431,7 +494,11 @@ fn usable_subject(s: &str) -> bool {
 
 /// A token-supplied string made safe for an error message: printable ASCII, short.
 fn sanitize(s: &str) -> String {
-    let mut out: String = s.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+    let mut out: String = s
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(64)
+        .collect();
     if out.len() < s.len() {
         out.push('…');
     }
@@ -454,11 +521,16 @@ async fn fetch_jwks_url(url: &str) -> Result<Vec<u8>, JwtError> {
         None => (rest, "/"),
     };
     let path = path.split('#').next().unwrap_or("/");
-    let path = if path.starts_with('?') { format!("/{path}") } else { path.to_string() };
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
     if authority.is_empty() || authority.contains('@') {
         return Err(JwtError::Jwks("invalid JWKS URL host".into()));
     }
-    let (host, port) = split_host_port(authority).ok_or_else(|| JwtError::Jwks("invalid JWKS URL host".into()))?;
+    let (host, port) =
+        split_host_port(authority).ok_or_else(|| JwtError::Jwks("invalid JWKS URL host".into()))?;
     if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
         return Err(JwtError::Jwks("invalid JWKS URL path".into()));
     }
@@ -491,7 +563,9 @@ fn split_host_port(authority: &str) -> Option<(&str, u16)> {
 
 async fn http_get(host: &str, port: u16, request: &[u8]) -> Result<Vec<u8>, JwtError> {
     let io = |what: &str, e: std::io::Error| JwtError::Jwks(format!("{what}: {e}"));
-    let mut stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| io("connect", e))?;
+    let mut stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| io("connect", e))?;
     stream.write_all(request).await.map_err(|e| io("send", e))?;
     // Bound everything read from the peer: head + body + chunk framing.
     let limit = (MAX_HTTP_HEAD + MAX_JWKS_BODY + 64 * 1024) as u64;
@@ -508,7 +582,10 @@ async fn http_get(host: &str, port: u16, request: &[u8]) -> Result<Vec<u8>, JwtE
         return Err(JwtError::Jwks("invalid HTTP response".into()));
     }
     if code != "200" {
-        return Err(JwtError::Jwks(format!("JWKS URL answered HTTP {}", sanitize(code))));
+        return Err(JwtError::Jwks(format!(
+            "JWKS URL answered HTTP {}",
+            sanitize(code)
+        )));
     }
     // Headers.
     let mut content_length: Option<usize> = None;
@@ -523,10 +600,15 @@ async fn http_get(host: &str, port: u16, request: &[u8]) -> Result<Vec<u8>, JwtE
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            let n: usize = value.parse().map_err(|_| JwtError::Jwks("invalid Content-Length".into()))?;
+            let n: usize = value
+                .parse()
+                .map_err(|_| JwtError::Jwks("invalid Content-Length".into()))?;
             content_length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.rsplit(',').next().is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+            chunked = value
+                .rsplit(',')
+                .next()
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
             if !chunked {
                 return Err(JwtError::Jwks("unsupported Transfer-Encoding".into()));
             }
@@ -540,7 +622,8 @@ async fn http_get(host: &str, port: u16, request: &[u8]) -> Result<Vec<u8>, JwtE
         loop {
             let line = read_line(&mut r, &mut framing).await?;
             let size_hex = line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size_hex, 16).map_err(|_| JwtError::Jwks("invalid chunk size".into()))?;
+            let size = usize::from_str_radix(size_hex, 16)
+                .map_err(|_| JwtError::Jwks("invalid chunk size".into()))?;
             if size == 0 {
                 // Trailers until the empty line (or EOF).
                 loop {
@@ -571,7 +654,11 @@ async fn http_get(host: &str, port: u16, request: &[u8]) -> Result<Vec<u8>, JwtE
         r.read_exact(&mut body).await.map_err(truncated)?;
     } else {
         // Read to EOF (Connection: close).
-        (&mut r).take(MAX_JWKS_BODY as u64 + 1).read_to_end(&mut body).await.map_err(truncated)?;
+        (&mut r)
+            .take(MAX_JWKS_BODY as u64 + 1)
+            .read_to_end(&mut body)
+            .await
+            .map_err(truncated)?;
         if body.len() > MAX_JWKS_BODY {
             return Err(too_big());
         }
@@ -581,7 +668,10 @@ async fn http_get(host: &str, port: u16, request: &[u8]) -> Result<Vec<u8>, JwtE
 
 /// One CRLF- (or LF-) terminated line, without the terminator; `used` accumulates bytes
 /// read so the head stays under MAX_HTTP_HEAD.
-async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, used: &mut usize) -> Result<String, JwtError> {
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    used: &mut usize,
+) -> Result<String, JwtError> {
     let mut buf = Vec::new();
     let n = (&mut *r)
         .take((MAX_HTTP_HEAD - (*used).min(MAX_HTTP_HEAD)) as u64)
@@ -620,9 +710,18 @@ mod tests {
     #[test]
     fn algorithm_lists() {
         assert!(parse_algorithms(&["RS256".into(), "ES256".into(), "EdDSA".into()]).is_ok());
-        assert!(matches!(parse_algorithms(&["none".into()]), Err(JwtError::Algorithm(_))));
-        assert!(matches!(parse_algorithms(&["RS256".into(), "HS256".into()]), Err(JwtError::Algorithm(_))));
-        assert!(matches!(parse_algorithms(&["HS512".into()]), Err(JwtError::Algorithm(_))));
+        assert!(matches!(
+            parse_algorithms(&["none".into()]),
+            Err(JwtError::Algorithm(_))
+        ));
+        assert!(matches!(
+            parse_algorithms(&["RS256".into(), "HS256".into()]),
+            Err(JwtError::Algorithm(_))
+        ));
+        assert!(matches!(
+            parse_algorithms(&["HS512".into()]),
+            Err(JwtError::Algorithm(_))
+        ));
         assert!(parse_algorithms(&[]).is_err());
     }
 

@@ -27,13 +27,19 @@ pub struct GeneratedKey {
 impl std::fmt::Debug for GeneratedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the secret, even in debug output.
-        f.debug_struct("GeneratedKey").field("id", &self.record.id).finish_non_exhaustive()
+        f.debug_struct("GeneratedKey")
+            .field("id", &self.record.id)
+            .finish_non_exhaustive()
     }
 }
 
 /// Generate a key for `principal` (already validated) with `groups`, expiring at
 /// `expires_at` (RFC 3339) if given.
-pub fn generate_key(principal: &str, groups: &[String], expires_at: Option<String>) -> GeneratedKey {
+pub fn generate_key(
+    principal: &str,
+    groups: &[String],
+    expires_at: Option<String>,
+) -> GeneratedKey {
     let mut rng = rand::rng();
     let mut id_bytes = [0u8; ID_LEN / 2];
     rng.fill_bytes(&mut id_bytes);
@@ -70,7 +76,9 @@ pub fn key_id_of(presented: &str) -> Option<&str> {
     let (id, tail) = rest.split_at(ID_LEN);
     let secret = tail.strip_prefix('_')?;
     let id_ok = id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    let secret_ok = secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let secret_ok = secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     (id_ok && secret_ok).then_some(id)
 }
 
@@ -150,7 +158,11 @@ mod tests {
         assert!(g.record.is_active(time::OffsetDateTime::now_utc()));
         assert!(!format!("{g:?}").contains(&g.presented));
         // Verifier matches the RFC formulas.
-        let (sk, svk) = scram_verifier(g.presented.as_bytes(), &g.record.scram_salt, SCRAM_ITERATIONS);
+        let (sk, svk) = scram_verifier(
+            g.presented.as_bytes(),
+            &g.record.scram_salt,
+            SCRAM_ITERATIONS,
+        );
         assert_eq!(sk, g.record.scram_stored_key);
         assert_eq!(svk, g.record.scram_server_key);
     }
@@ -177,11 +189,20 @@ mod tests {
     #[test]
     fn key_id_parsing() {
         let secret = "A".repeat(43);
-        assert_eq!(key_id_of(&format!("wk_0123456789ab_{secret}")), Some("0123456789ab"));
+        assert_eq!(
+            key_id_of(&format!("wk_0123456789ab_{secret}")),
+            Some("0123456789ab")
+        );
         assert_eq!(key_id_of(&format!("wk_0123456789AB_{secret}")), None);
         assert_eq!(key_id_of(&format!("wk_0123456789a_{secret}A")), None);
-        assert_eq!(key_id_of(&format!("wk_0123456789ab_{}", "A".repeat(42))), None);
-        assert_eq!(key_id_of(&format!("wk_0123456789ab_{}+", "A".repeat(42))), None);
+        assert_eq!(
+            key_id_of(&format!("wk_0123456789ab_{}", "A".repeat(42))),
+            None
+        );
+        assert_eq!(
+            key_id_of(&format!("wk_0123456789ab_{}+", "A".repeat(42))),
+            None
+        );
         assert_eq!(key_id_of(&format!("xk_0123456789ab_{secret}")), None);
         assert_eq!(key_id_of(&format!("wk_0123456789ab-{secret}")), None);
         assert_eq!(key_id_of(""), None);
@@ -210,10 +231,20 @@ mod tests {
         let stored_key = sha256(&client_key);
         let auth_message = "n=user,r=rOprNGfwEbeRWgbNEkqO,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
         let sig = hmac_sha256(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(sig.iter()).map(|(a, b)| a ^ b).collect();
-        assert_eq!(STANDARD.encode(proof), "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(sig.iter())
+            .map(|(a, b)| a ^ b)
+            .collect();
+        assert_eq!(
+            STANDARD.encode(proof),
+            "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+        );
         let server_key = hmac_sha256(&salted, b"Server Key");
         let server_sig = hmac_sha256(&server_key, auth_message.as_bytes());
-        assert_eq!(STANDARD.encode(server_sig), "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+        assert_eq!(
+            STANDARD.encode(server_sig),
+            "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+        );
     }
 }

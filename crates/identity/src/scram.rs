@@ -67,7 +67,12 @@ impl ScramServer {
     /// `salt`/`iterations` are sent to the client; `candidates` may be empty (unknown
     /// principal: the exchange then fails at the proof, like a wrong password).
     pub fn new(salt: &[u8], iterations: u32, candidates: Vec<Candidate>) -> ScramServer {
-        ScramServer { salt: salt.to_vec(), iterations, candidates, state: State::Initial }
+        ScramServer {
+            salt: salt.to_vec(),
+            iterations,
+            candidates,
+            state: State::Initial,
+        }
     }
 
     /// Handle client-first-message (the SASLInitialResponse data); returns server-first-message.
@@ -93,7 +98,9 @@ impl ScramServer {
         let bare = match bare.strip_prefix(',') {
             Some(b) => b,
             None if bare.starts_with("a=") => {
-                return Err(ScramError::Malformed("authorization identity is not supported"));
+                return Err(ScramError::Malformed(
+                    "authorization identity is not supported",
+                ));
             }
             None => return Err(ScramError::Malformed("bad GS2 header")),
         };
@@ -102,7 +109,9 @@ impl ScramServer {
         let mut attrs = bare.split(',');
         let user = attrs.next().unwrap_or("");
         if user.starts_with("m=") {
-            return Err(ScramError::Malformed("mandatory extensions are not supported"));
+            return Err(ScramError::Malformed(
+                "mandatory extensions are not supported",
+            ));
         }
         if !user.starts_with("n=") {
             return Err(ScramError::Malformed("expected user name attribute"));
@@ -125,7 +134,11 @@ impl ScramServer {
         let mut rnd = [0u8; SERVER_NONCE_BYTES];
         rand::rng().fill_bytes(&mut rnd);
         let nonce = format!("{client_nonce}{}", STANDARD.encode(rnd));
-        let server_first = format!("r={nonce},s={},i={}", STANDARD.encode(&self.salt), self.iterations);
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            STANDARD.encode(&self.salt),
+            self.iterations
+        );
         self.state = State::SentServerFirst {
             gs2_header: gs2_header.to_string(),
             client_first_bare: bare.to_string(),
@@ -138,22 +151,29 @@ impl ScramServer {
     /// Handle client-final-message (SASLResponse data); on success returns the matching
     /// key id and the server-final-message (`v=...`) to send in AuthenticationSASLFinal.
     pub fn client_final(&mut self, msg: &[u8]) -> Result<(String, Vec<u8>), ScramError> {
-        let State::SentServerFirst { gs2_header, client_first_bare, server_first, nonce } =
-            std::mem::replace(&mut self.state, State::Done)
+        let State::SentServerFirst {
+            gs2_header,
+            client_first_bare,
+            server_first,
+            nonce,
+        } = std::mem::replace(&mut self.state, State::Done)
         else {
             return Err(ScramError::OutOfOrder);
         };
         let msg = std::str::from_utf8(msg).map_err(|_| ScramError::Malformed("not UTF-8"))?;
 
         // client-final-message = channel-binding "," nonce ["," extensions] "," proof
-        let (without_proof, proof_b64) =
-            msg.rsplit_once(",p=").ok_or(ScramError::Malformed("expected proof attribute"))?;
+        let (without_proof, proof_b64) = msg
+            .rsplit_once(",p=")
+            .ok_or(ScramError::Malformed("expected proof attribute"))?;
         let mut attrs = without_proof.split(',');
         let cbind = attrs
             .next()
             .and_then(|a| a.strip_prefix("c="))
             .ok_or(ScramError::Malformed("expected channel binding attribute"))?;
-        let cbind = STANDARD.decode(cbind).map_err(|_| ScramError::Malformed("invalid channel binding"))?;
+        let cbind = STANDARD
+            .decode(cbind)
+            .map_err(|_| ScramError::Malformed("invalid channel binding"))?;
         if cbind != gs2_header.as_bytes() {
             if cbind.starts_with(b"p=") {
                 return Err(ScramError::ChannelBindingUnsupported);
@@ -172,8 +192,12 @@ impl ScramServer {
                 return Err(ScramError::Malformed("invalid attribute"));
             }
         }
-        let proof = STANDARD.decode(proof_b64).map_err(|_| ScramError::Malformed("invalid proof"))?;
-        let proof: [u8; 32] = proof.try_into().map_err(|_| ScramError::Malformed("invalid proof length"))?;
+        let proof = STANDARD
+            .decode(proof_b64)
+            .map_err(|_| ScramError::Malformed("invalid proof"))?;
+        let proof: [u8; 32] = proof
+            .try_into()
+            .map_err(|_| ScramError::Malformed("invalid proof length"))?;
 
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
 
@@ -184,7 +208,10 @@ impl ScramServer {
         for (i, c) in self.candidates.iter().enumerate() {
             let signature = hmac_sha256(&c.stored_key, auth_message.as_bytes());
             let mut client_key = [0u8; 32];
-            for (k, (p, s)) in client_key.iter_mut().zip(proof.iter().zip(signature.iter())) {
+            for (k, (p, s)) in client_key
+                .iter_mut()
+                .zip(proof.iter().zip(signature.iter()))
+            {
                 *k = p ^ s;
             }
             let hit = sha256(&client_key).ct_eq(&c.stored_key) & !found;
@@ -196,7 +223,10 @@ impl ScramServer {
         }
         let c = &self.candidates[index as usize];
         let server_signature = hmac_sha256(&c.server_key, auth_message.as_bytes());
-        Ok((c.key_id.clone(), format!("v={}", STANDARD.encode(server_signature)).into_bytes()))
+        Ok((
+            c.key_id.clone(),
+            format!("v={}", STANDARD.encode(server_signature)).into_bytes(),
+        ))
     }
 }
 
