@@ -235,4 +235,29 @@ mod tests {
             assert_ne!(record_hash(v), h0, "variant {i} did not change the hash");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn canonical_survives_a_store_round_trip(text in ".*", detail in proptest::option::of(".*"), n in proptest::num::f64::NORMAL, rows in 0u64..u64::MAX) {
+            let mut r = sample();
+            r.action.as_mut().unwrap().text = text;
+            r.detail = detail;
+            r.response = Some(ResponseInfo {
+                status: "ok".into(),
+                rows,
+                masked: Some(serde_json::json!({"z": [n, -n, n / 3.0], "\u{7f}k\u{e9}": "v"})),
+                ..Default::default()
+            });
+            let body = serde_json::to_string(&r).unwrap();
+            let back: EvidenceRecord = serde_json::from_str(&body).unwrap();
+            proptest::prop_assert_eq!(record_hash(&back), record_hash(&r));
+            let v: Value = serde_json::from_str(&body).unwrap();
+            let c = canonical_json_value(&v);
+            proptest::prop_assert_eq!(&c, &canonical_json(&r));
+            // The canonical form is itself JSON meaning the same thing.
+            let mut expected = serde_json::to_value(&r).unwrap();
+            expected.as_object_mut().unwrap().remove("hash");
+            proptest::prop_assert_eq!(serde_json::from_str::<Value>(&c).unwrap(), expected);
+        }
+    }
 }

@@ -328,9 +328,7 @@ fn insert_batch(
             if rec.id.is_empty() {
                 rec.id = warden_core::evidence::new_id();
             }
-            if rec.ts.is_empty() {
-                rec.ts = warden_core::time_fmt::now_rfc3339();
-            }
+            normalize_ts(rec);
             rec.seq = seq + 1;
             rec.prev_hash.clone_from(&prev);
             let mut value = match serde_json::to_value(&*rec) {
@@ -381,4 +379,25 @@ fn insert_batch(
 /// Head of an empty chain.
 pub(crate) fn genesis() -> (u64, String) {
     (0, GENESIS_HASH.to_string())
+}
+
+/// Records store `ts` as `2026-11-27T10:00:00.000000000Z` (UTC, 9 fractional digits) so
+/// that time-range queries can compare strings. A missing `ts` becomes now; another
+/// RFC 3339 spelling of an instant is rewritten in that form before hashing.
+fn normalize_ts(rec: &mut EvidenceRecord) {
+    if rec.ts.is_empty() {
+        rec.ts = warden_core::time_fmt::now_rfc3339();
+        return;
+    }
+    match time::OffsetDateTime::parse(&rec.ts, &time::format_description::well_known::Rfc3339) {
+        Ok(t) => {
+            let canonical = warden_core::time_fmt::format_ts(t);
+            if canonical != rec.ts {
+                rec.ts = canonical;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(record = %rec.id, ts = %rec.ts, "evidence timestamp is not RFC 3339: {e}")
+        }
+    }
 }

@@ -209,7 +209,7 @@ impl Store {
             ));
             sql.push_str(&format!(" LIMIT ?{}", args.len()));
         }
-        let conn = self.lock();
+        let conn = self.reader()?;
         let mut stmt = conn.prepare(&sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
         let mut delivered = 0u64;
@@ -230,7 +230,7 @@ impl Store {
     /// Recompute the whole chain, streaming, and report the first problem.
     /// `progress(done, total)` is called every 10 000 records and at the end.
     pub fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport, StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.reader()?;
         // One read transaction: a consistent snapshot even while the gateway appends.
         let tx = conn.transaction()?;
         let total: i64 = tx.query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))?;
@@ -269,7 +269,7 @@ impl Store {
                 report.records += 1;
                 report.head_seq = seq;
                 report.head_hash = stored.hash;
-                if report.records % 10_000 == 0 {
+                if report.records.is_multiple_of(10_000) {
                     progress(report.records, total);
                 }
             }
@@ -337,6 +337,17 @@ impl Store {
             params![id, at],
         )?;
         Ok(n > 0)
+    }
+
+    /// A fresh connection for a long read, so that no lock is held while callers'
+    /// callbacks run (they may use the store) and reads run in parallel.
+    fn reader(&self) -> Result<Connection, StoreError> {
+        Ok(open_connection(
+            &self.path,
+            self.options.durability,
+            self.options.busy_timeout,
+            false,
+        )?)
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {

@@ -601,3 +601,38 @@ async fn the_cli_and_the_gateway_share_the_file() {
     assert_eq!(all(&cli).len(), 5);
     assert!(gateway.key_by_id("k1").unwrap().is_some());
 }
+
+#[tokio::test]
+async fn timestamps_are_normalized_and_missing_ids_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ledger = store.ledger();
+    let mut r = rec(0, "agent:bot", "orders", RecordKind::ActionRequest);
+    r.ts = "2026-11-27T11:00:00.5+01:00".into();
+    r.id = String::new();
+    ledger.append(r).await.unwrap();
+    let mut r = rec(1, "agent:bot", "orders", RecordKind::ActionRequest);
+    r.ts = String::new();
+    ledger.append(r).await.unwrap();
+    let got = all(&store);
+    assert_eq!(got[0].ts, "2026-11-27T10:00:00.500000000Z");
+    assert!(!got[0].id.is_empty());
+    assert_eq!(got[1].ts.len(), "2026-11-27T10:00:00.000000000Z".len());
+    assert_eq!(store.verify(&mut |_, _| {}).unwrap().problem, None);
+}
+
+#[tokio::test]
+async fn callbacks_may_use_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.insert_key(&key("k1", "agent:bot")).unwrap();
+    fill(&store, 3).await;
+    let mut found = 0;
+    store
+        .query(&RecordFilter::default(), &mut |_| {
+            found += usize::from(store.key_by_id("k1").unwrap().is_some());
+            true
+        })
+        .unwrap();
+    assert_eq!(found, 3);
+}
