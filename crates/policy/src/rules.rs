@@ -73,7 +73,12 @@ impl Policy {
     pub fn decide(&self, p: &Principal, connection: &str, action: &ActionClass<'_>) -> Decision {
         self.explain(p, connection, action).decision
     }
-    pub fn explain(&self, _p: &Principal, _connection: &str, _action: &ActionClass<'_>) -> Explanation {
+    pub fn explain(
+        &self,
+        _p: &Principal,
+        _connection: &str,
+        _action: &ActionClass<'_>,
+    ) -> Explanation {
         todo!()
     }
 }
