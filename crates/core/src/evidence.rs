@@ -21,10 +21,11 @@ pub enum RecordKind {
     ApprovalRequested,
     ApprovalDecided,
     ProtocolError,
+    SessionRefused,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 9] = [
+    pub const ALL: [RecordKind; 10] = [
         RecordKind::SessionStart,
         RecordKind::SessionEnd,
         RecordKind::ActionRequest,
@@ -34,6 +35,7 @@ impl RecordKind {
         RecordKind::ApprovalRequested,
         RecordKind::ApprovalDecided,
         RecordKind::ProtocolError,
+        RecordKind::SessionRefused,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,6 +48,7 @@ impl RecordKind {
             RecordKind::ApprovalRequested => "approval.requested",
             RecordKind::ApprovalDecided => "approval.decided",
             RecordKind::ProtocolError => "protocol.error",
+            RecordKind::SessionRefused => "session.refused",
         }
     }
     pub fn parse(s: &str) -> Option<RecordKind> {
@@ -61,7 +64,8 @@ impl Serialize for RecordKind {
 impl<'de> Deserialize<'de> for RecordKind {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        RecordKind::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown record kind `{s}`")))
+        RecordKind::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown record kind `{s}`")))
     }
 }
 
@@ -204,5 +208,10 @@ pub fn new_id() -> String {
     let c = COUNTER.fetch_add(1, Ordering::Relaxed);
     // Mix in address-space entropy cheaply; uniqueness comes from time + counter + pid.
     let pid = std::process::id() as u64;
-    format!("{:016x}{:08x}{:08x}", nanos, (pid as u32) ^ (c >> 32) as u32, c as u32)
+    format!(
+        "{:016x}{:08x}{:08x}",
+        nanos,
+        (pid as u32) ^ (c >> 32) as u32,
+        c as u32
+    )
 }

@@ -34,10 +34,13 @@ impl KeyRecord {
         }
         match &self.expires_at {
             None => true,
-            Some(e) => match time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339) {
-                Ok(t) => now < t,
-                Err(_) => false, // unreadable expiry: fail closed
-            },
+            Some(e) => {
+                match time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
+                {
+                    Ok(t) => now < t,
+                    Err(_) => false, // unreadable expiry: fail closed
+                }
+            }
         }
     }
 }

@@ -19,7 +19,9 @@ pub use principal::{AuthInfo, AuthMethod, Principal, PrincipalKind};
 
 /// Effect of a policy decision, ordered from least to most restrictive so that
 /// `max()` over matching rules yields the most restrictive one (deny > approve > allow).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     Allow,
@@ -57,9 +59,18 @@ pub struct Decision {
 
 impl Decision {
     pub fn deny(reason: impl Into<String>) -> Self {
-        Decision { effect: Effect::Deny, rules: Vec::new(), reason: reason.into(), approvers: Vec::new() }
+        Decision {
+            effect: Effect::Deny,
+            rules: Vec::new(),
+            reason: reason.into(),
+            approvers: Vec::new(),
+        }
     }
     pub fn info(&self) -> DecisionInfo {
-        DecisionInfo { effect: self.effect, rules: self.rules.clone(), reason: Some(self.reason.clone()) }
+        DecisionInfo {
+            effect: self.effect,
+            rules: self.rules.clone(),
+            reason: Some(self.reason.clone()),
+        }
     }
 }

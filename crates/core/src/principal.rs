@@ -43,7 +43,11 @@ pub struct Principal {
 
 impl Principal {
     pub fn kind(&self) -> PrincipalKind {
-        if self.id.starts_with("user:") { PrincipalKind::User } else { PrincipalKind::Agent }
+        if self.id.starts_with("user:") {
+            PrincipalKind::User
+        } else {
+            PrincipalKind::Agent
+        }
     }
     /// The part after `agent:` / `user:`.
     pub fn name(&self) -> &str {
@@ -57,10 +61,14 @@ impl Principal {
 /// Validate a principal id: `agent:NAME` or `user:NAME`, NAME of `[A-Za-z0-9._@-]`, 1..=128.
 pub fn validate_principal_id(id: &str) -> Result<(), String> {
     let Some((kind, name)) = id.split_once(':') else {
-        return Err(format!("principal `{id}` must look like agent:NAME or user:NAME"));
+        return Err(format!(
+            "principal `{id}` must look like agent:NAME or user:NAME"
+        ));
     };
     if kind != "agent" && kind != "user" {
-        return Err(format!("principal `{id}`: kind must be `agent` or `user`, not `{kind}`"));
+        return Err(format!(
+            "principal `{id}`: kind must be `agent` or `user`, not `{kind}`"
+        ));
     }
     validate_name(name).map_err(|e| format!("principal `{id}`: {e}"))
 }
@@ -70,8 +78,13 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 128 {
         return Err("name must be 1 to 128 characters".into());
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))) {
-        return Err(format!("character {c:?} is not allowed (use letters, digits, . _ - @)"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')))
+    {
+        return Err(format!(
+            "character {c:?} is not allowed (use letters, digits, . _ - @)"
+        ));
     }
     Ok(())
 }

@@ -29,10 +29,14 @@ pub fn parse_time_arg(s: &str) -> Result<OffsetDateTime, String> {
     if let Ok(d) = parse_duration(s) {
         return Ok(OffsetDateTime::now_utc() - d);
     }
-    if let Ok(date) = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")) {
+    if let Ok(date) =
+        time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+    {
         return Ok(date.midnight().assume_utc());
     }
-    Err(format!("`{s}` is not a time: use RFC 3339 (2026-11-27T10:00:00Z), a date (2026-11-27) or a span ago (30m, 2h, 7d)"))
+    Err(format!(
+        "`{s}` is not a time: use RFC 3339 (2026-11-27T10:00:00Z), a date (2026-11-27) or a span ago (30m, 2h, 7d)"
+    ))
 }
 
 /// `30s`, `10m`, `2h`, `7d`, `4w`.
@@ -40,7 +44,9 @@ pub fn parse_duration(s: &str) -> Result<time::Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: i64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 30s, 10m, 2h, 7d"))?;
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s, 10m, 2h, 7d"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,

@@ -1,1 +1,87 @@
-//! PostgreSQL adapter.
+//! The PostgreSQL adapter: turns protocol-v3 wire traffic into actions for the shared
+//! pipeline and relays everything else byte for byte.
+//!
+//! - [`codec`]: framing and the few message bodies Warden reads or writes.
+//! - [`startup`]: SSLRequest/GSSENCRequest/CancelRequest/StartupMessage, caller auth.
+//! - [`upstream`]: connecting to the target with Warden's own credential.
+//! - [`relay`]: the live session — statements become actions, responses become evidence.
+//! - [`cancel`]: Warden's own BackendKeyData mapped to the upstream's.
+//!
+//! This crate knows nothing about policy files or storage: it asks the
+//! [`warden_pipeline::Pipeline`] and obeys.
+#![forbid(unsafe_code)]
+
+pub mod cancel;
+pub mod codec;
+pub mod relay;
+pub mod startup;
+pub mod stream;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use warden_pipeline::Pipeline;
+
+/// Limits and settings of the PostgreSQL listener.
+#[derive(Clone)]
+pub struct PgListenerConfig {
+    /// Accept TLS (SSLRequest → 'S') with this acceptor; None answers 'N'.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Time allowed from TCP accept to a ready session (startup + auth + upstream).
+    pub startup_timeout: Duration,
+    /// Time allowed to connect and authenticate to the upstream.
+    pub upstream_timeout: Duration,
+    /// Most concurrent client connections; further ones get a clean `53300` error.
+    pub max_connections: usize,
+}
+
+impl Default for PgListenerConfig {
+    fn default() -> Self {
+        PgListenerConfig {
+            tls: None,
+            startup_timeout: Duration::from_secs(30),
+            upstream_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Accept connections until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    pipeline: Arc<Pipeline>,
+    config: PgListenerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let registry = cancel::CancelRegistry::default();
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let config = Arc::new(config);
+    tokio::pin!(shutdown);
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let permit = slots.clone().try_acquire_owned();
+        let pipeline = pipeline.clone();
+        let registry = registry.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = permit else {
+                startup::refuse_too_many(socket).await;
+                return;
+            };
+            startup::handle_connection(socket, peer, pipeline, registry, config).await;
+        });
+    }
+}

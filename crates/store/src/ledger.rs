@@ -141,6 +141,36 @@ impl Ledger {
         }
     }
 
+    /// Queue now, wait later: the record takes its place in the chain when this is
+    /// called (not when the future is first polled), so a caller can submit several
+    /// records in order and then await them together — one group commit for all.
+    pub fn submit(
+        &self,
+        rec: EvidenceRecord,
+    ) -> impl std::future::Future<Output = Result<Appended, LedgerError>> + Send + 'static {
+        let waiting = self.shared.queued.load(Ordering::Relaxed);
+        let queued = if waiting >= QUEUE_CAPACITY {
+            Err(LedgerError::Unavailable(format!(
+                "append queue is full ({waiting} records waiting for the writer)"
+            )))
+        } else {
+            let (reply, rx) = oneshot::channel();
+            self.send(Cmd::Append {
+                rec: Box::new(rec),
+                reply: Some(reply),
+            })
+            .map(|()| rx)
+        };
+        async move {
+            match queued?.await {
+                Ok(r) => r,
+                Err(_) => Err(LedgerError::Unavailable(
+                    "the ledger writer stopped before committing the record".into(),
+                )),
+            }
+        }
+    }
+
     /// Queue without waiting (response records, session.end). Ordering relative to other
     /// appends from the same task is preserved.
     ///

@@ -1,1 +1,22 @@
-fn main() {}
+//! `warden`: the evidence gateway for AI agents. See `warden --help`.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod config;
+mod init;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

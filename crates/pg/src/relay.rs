@@ -1,0 +1,652 @@
+//! The live session: client frames become actions, upstream frames become evidence.
+//!
+//! Two directions run concurrently in one task (`select!` over two futures, so a blocked
+//! write in one direction never stops the other from draining — the classic proxy
+//! deadlock with pipelined queries and large results):
+//!
+//! - **client → upstream**: `Query` is split and classified statement by statement;
+//!   `Parse` is classified once and remembered per statement name; `Execute` becomes the
+//!   action, with the parameters of its `Bind`. Every allowed action's `action.request`
+//!   record is committed *before* the frame that runs it is written upstream.
+//! - **upstream → client**: frames pass through unchanged while the in-flight queue
+//!   counts rows and bytes; `CommandComplete` / `ErrorResponse` / `ReadyForQuery` close
+//!   actions and produce `action.response` records.
+//!
+//! **Denials keep exact protocol semantics.** A denied statement is not simply dropped:
+//! the upstream would then not know the batch failed, and a pipeline or transaction block
+//! would commit work a real server would have rolled back. Instead Warden sends, in its
+//! place, a statement that is certain to fail at that exact position
+//! (`warden_denied_<nonce>` — a syntax error — or a Bind to a statement of that name), so
+//! the upstream aborts the implicit transaction / marks the block failed, skips to Sync
+//! and answers ReadyForQuery with the true transaction status. The upstream's error is
+//! then replaced, on its way back, by Warden's own `42501` naming the rule. A query
+//! string with several statements is refused whole if any one of them is denied.
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use warden_core::{ActionInfo, Decision, Effect, EvidenceRecord, ResponseInfo};
+use warden_pipeline::{RequestId, Session, SessionEnd};
+use warden_policy::StatementInfo;
+
+use crate::cancel::{CancelTarget, send_cancel};
+use crate::codec::{self, Frame};
+use crate::startup::FrameReader;
+use crate::stream::Stream;
+use crate::upstream::Upstream;
+
+/// Largest frame accepted from the upstream (DataRow of a big bytea, ...).
+pub const MAX_BACKEND_FRAME: usize = 256 * 1024 * 1024;
+/// Most prepared statements / portals Warden tracks per session.
+pub const MAX_TRACKED: usize = 100_000;
+
+struct InFlight {
+    id: RequestId,
+    started: Instant,
+    rows: u64,
+    bytes: u64,
+}
+
+enum Pending {
+    Action(InFlight),
+    /// A Sync or simple Query: the upstream answers it with ReadyForQuery.
+    Boundary,
+}
+
+/// Denials whose error never came back (an earlier error made the database skip them)
+/// are dropped oldest-first beyond this many.
+const MAX_DENIALS: usize = 256;
+
+struct Denial {
+    nonce: String,
+    message: String,
+    hint: String,
+}
+
+#[derive(Default)]
+struct Shared {
+    inflight: VecDeque<Pending>,
+    denials: VecDeque<Denial>,
+}
+
+impl Shared {
+    fn add_denial(&mut self, d: Denial) {
+        if self.denials.len() >= MAX_DENIALS {
+            self.denials.pop_front();
+        }
+        self.denials.push_back(d);
+    }
+}
+
+/// What Warden remembers about a prepared statement.
+struct Prepared {
+    info: StatementInfo,
+    decision: Decision,
+}
+
+struct Portal {
+    stmt: Arc<Prepared>,
+    params: Vec<Option<String>>,
+}
+
+#[derive(Default)]
+struct ClientState {
+    statements: HashMap<String, Arc<Prepared>>,
+    portals: HashMap<String, Portal>,
+}
+
+fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn nonce() -> String {
+    format!("warden_denied_{:016x}", rand::random::<u64>())
+}
+
+fn denial_text(d: &Decision) -> (String, String) {
+    let rules = if d.rules.is_empty() {
+        "default deny (no rule matched)".to_string()
+    } else {
+        d.rules.join(", ")
+    };
+    match d.effect {
+        Effect::Approve => (
+            format!(
+                "Warden: this statement requires approval by {} ({}) and was not run",
+                if d.approvers.is_empty() {
+                    "an approver".to_string()
+                } else {
+                    d.approvers.join(", ")
+                },
+                d.reason
+            ),
+            format!("rules: {rules}"),
+        ),
+        _ => (
+            format!("Warden denied this statement: {}", d.reason),
+            format!("rules: {rules}; `warden policy check` explains the decision"),
+        ),
+    }
+}
+
+pub async fn run(
+    client: FrameReader,
+    upstream: Upstream,
+    session: Arc<Session>,
+    cancel: Option<CancelTarget>,
+) {
+    let FrameReader {
+        stream: cstream,
+        buf: mut cbuf,
+    } = client;
+    let Upstream {
+        stream: ustream,
+        leftover: mut ubuf,
+        ..
+    } = upstream;
+    let (mut cr, mut cw) = tokio::io::split(cstream);
+    let (mut ur, mut uw) = tokio::io::split(ustream);
+    let shared = Mutex::new(Shared::default());
+    let mut state = ClientState::default();
+
+    let end = {
+        let c2u = client_to_upstream(&mut cr, &mut cbuf, &mut uw, &mut state, &session, &shared);
+        let u2c = upstream_to_client(&mut ur, &mut ubuf, &mut cw, &session, &shared);
+        tokio::pin!(c2u, u2c);
+        tokio::select! {
+            e = &mut c2u => e,
+            e = &mut u2c => e,
+        }
+    };
+
+    let mut tail = BytesMut::new();
+    match &end {
+        SessionEnd::ProtocolError(what) => {
+            session.record_protocol_error(what);
+            codec::write_error(
+                &mut tail,
+                b'E',
+                "FATAL",
+                "08P01",
+                &format!("Warden: protocol violation: {what}"),
+                None,
+            );
+        }
+        SessionEnd::LedgerFailed(e) => {
+            codec::write_error(
+                &mut tail,
+                b'E',
+                "FATAL",
+                "58000",
+                &format!(
+                    "Warden: evidence ledger unavailable ({e}); the statement was not forwarded"
+                ),
+                Some("Warden fails closed: nothing runs that it cannot record."),
+            );
+        }
+        SessionEnd::UpstreamClosed(_) => {
+            codec::write_error(
+                &mut tail,
+                b'E',
+                "FATAL",
+                "08006",
+                "Warden: the database closed the connection",
+                None,
+            );
+        }
+        _ => {}
+    }
+    if !tail.is_empty() {
+        let _ = cw.write_all(&tail).await;
+    }
+    let _ = cw.shutdown().await;
+
+    // Anything still running upstream for a client that is gone gets cancelled.
+    let interrupted: Vec<InFlight> = lock(&shared)
+        .inflight
+        .drain(..)
+        .filter_map(|p| match p {
+            Pending::Action(a) => Some(a),
+            Pending::Boundary => None,
+        })
+        .collect();
+    if !interrupted.is_empty()
+        && !matches!(end, SessionEnd::UpstreamClosed(_))
+        && let Some(t) = &cancel
+    {
+        send_cancel(t).await;
+    }
+    for a in interrupted {
+        session.record_response(
+            &a.id,
+            ResponseInfo {
+                status: "interrupted".into(),
+                rows: a.rows,
+                bytes: a.bytes,
+                duration_us: Some(a.started.elapsed().as_micros() as u64),
+                ..Default::default()
+            },
+        );
+    }
+    if !matches!(
+        end,
+        SessionEnd::UpstreamClosed(_) | SessionEnd::ClientTerminated
+    ) {
+        let mut b = BytesMut::new();
+        codec::write_terminate(&mut b);
+        let _ = uw.write_all(&b).await;
+    }
+    let _ = uw.shutdown().await;
+    session.end(end).await;
+}
+
+async fn client_to_upstream(
+    cr: &mut ReadHalf<Stream>,
+    buf: &mut BytesMut,
+    uw: &mut WriteHalf<Stream>,
+    st: &mut ClientState,
+    session: &Session,
+    shared: &Mutex<Shared>,
+) -> SessionEnd {
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut records: Vec<EvidenceRecord> = Vec::new();
+    loop {
+        let mut terminate = false;
+        while !terminate {
+            let (tag, len) = match codec::split_frame(buf, codec::MAX_FRAME) {
+                Ok(Some(Frame { tag, len, .. })) => (tag, len),
+                Ok(None) => break,
+                Err(e) => return SessionEnd::ProtocolError(e.to_string()),
+            };
+            let frame = buf.split_to(len);
+            match on_client_frame(tag, &frame, &mut out, &mut records, st, session, shared).await {
+                Ok(Step::Continue) => {}
+                Ok(Step::Terminate) => terminate = true,
+                Err(e) => return SessionEnd::ProtocolError(e),
+            }
+        }
+        if !records.is_empty() {
+            // Fail closed: nothing in `out` is written unless every request record is durable.
+            if let Err(e) = session.commit_requests(std::mem::take(&mut records)).await {
+                return SessionEnd::LedgerFailed(e.to_string());
+            }
+        }
+        if !out.is_empty() {
+            if let Err(e) = uw.write_all(&out).await {
+                return SessionEnd::UpstreamClosed(e.to_string());
+            }
+            out.clear();
+        }
+        if terminate {
+            return SessionEnd::ClientTerminated;
+        }
+        match cr.read_buf(buf).await {
+            Ok(0) => {
+                return SessionEnd::ClientVanished("connection closed without Terminate".into());
+            }
+            Ok(_) => {}
+            Err(e) => return SessionEnd::ClientVanished(e.to_string()),
+        }
+    }
+}
+
+enum Step {
+    Continue,
+    Terminate,
+}
+
+/// Handle one complete client frame (`frame` includes tag and length).
+async fn on_client_frame(
+    tag: u8,
+    frame: &[u8],
+    out: &mut BytesMut,
+    records: &mut Vec<EvidenceRecord>,
+    st: &mut ClientState,
+    session: &Session,
+    shared: &Mutex<Shared>,
+) -> Result<Step, String> {
+    let body = &frame[5..];
+    match tag {
+        b'Q' => {
+            let text = codec::parse_query(body).map_err(|e| e.to_string())?;
+            let stmts = session.classify_sql(text);
+            let decisions: Vec<Decision> = stmts.iter().map(|s| session.decide_sql(s)).collect();
+            if let Some(i) = decisions.iter().position(|d| d.effect != Effect::Allow) {
+                let detail = (stmts.len() > 1).then(|| {
+                    format!(
+                        "statement {} of {} in one query string; none of them was forwarded",
+                        i + 1,
+                        stmts.len()
+                    )
+                });
+                session
+                    .record_denied(
+                        Session::sql_action(&stmts[i], Vec::new()),
+                        &decisions[i],
+                        detail,
+                    )
+                    .await;
+                let n = nonce();
+                let (message, hint) = denial_text(&decisions[i]);
+                let mut sh = lock(shared);
+                sh.add_denial(Denial {
+                    nonce: n.clone(),
+                    message,
+                    hint,
+                });
+                sh.inflight.push_back(Pending::Boundary);
+                drop(sh);
+                codec::write_query(out, &n);
+                return Ok(Step::Continue);
+            }
+            let mut sh = lock(shared);
+            for (s, d) in stmts.iter().zip(&decisions) {
+                apply_session_setting(session, s);
+                let rec = session.request_record(Session::sql_action(s, Vec::new()), d);
+                sh.inflight.push_back(Pending::Action(InFlight {
+                    id: RequestId::from(rec.id.as_str()),
+                    started: Instant::now(),
+                    rows: 0,
+                    bytes: 0,
+                }));
+                records.push(rec);
+            }
+            sh.inflight.push_back(Pending::Boundary);
+            drop(sh);
+            out.extend_from_slice(frame);
+        }
+        b'P' => {
+            let p = codec::parse_parse(body).map_err(|e| e.to_string())?;
+            let info = session.classify_one(p.query);
+            let decision = session.decide_sql(&info);
+            if st.statements.len() >= MAX_TRACKED && !st.statements.contains_key(p.name) {
+                return Err(format!(
+                    "more than {MAX_TRACKED} prepared statements in one session"
+                ));
+            }
+            if decision.effect != Effect::Allow {
+                session
+                    .record_denied(Session::sql_action(&info, Vec::new()), &decision, None)
+                    .await;
+                let n = nonce();
+                let (message, hint) = denial_text(&decision);
+                lock(shared).add_denial(Denial {
+                    nonce: n.clone(),
+                    message,
+                    hint,
+                });
+                codec::write_parse(out, p.name, &n);
+            } else {
+                out.extend_from_slice(frame);
+            }
+            st.statements
+                .insert(p.name.to_string(), Arc::new(Prepared { info, decision }));
+        }
+        b'B' => {
+            let b = codec::parse_bind(body).map_err(|e| e.to_string())?;
+            let stmt = st.statements.get(b.statement).cloned();
+            if let Some(stmt) = &stmt
+                && stmt.decision.effect != Effect::Allow
+            {
+                // The statement was refused at Parse; make this Bind fail in place too.
+                let n = nonce();
+                lock(shared).add_denial(Denial {
+                    nonce: n.clone(),
+                    message: format!("Warden: prepared statement \"{}\" was denied by policy and cannot be bound", b.statement),
+                    hint: denial_text(&stmt.decision).1,
+                });
+                codec::write_bind_missing(out, &n);
+                st.portals.remove(b.portal);
+                return Ok(Step::Continue);
+            }
+            if let Some(stmt) = stmt {
+                if st.portals.len() >= MAX_TRACKED && !st.portals.contains_key(b.portal) {
+                    return Err(format!("more than {MAX_TRACKED} portals in one session"));
+                }
+                st.portals.insert(
+                    b.portal.to_string(),
+                    Portal {
+                        stmt,
+                        params: b.params,
+                    },
+                );
+            } else {
+                st.portals.remove(b.portal);
+            }
+            out.extend_from_slice(frame);
+        }
+        b'E' => {
+            let (portal, _max_rows) = codec::parse_execute(body).map_err(|e| e.to_string())?;
+            if let Some(p) = st.portals.get(portal) {
+                apply_session_setting(session, &p.stmt.info);
+                let rec = session.request_record(
+                    Session::sql_action(&p.stmt.info, p.params.clone()),
+                    &p.stmt.decision,
+                );
+                lock(shared).inflight.push_back(Pending::Action(InFlight {
+                    id: RequestId::from(rec.id.as_str()),
+                    started: Instant::now(),
+                    rows: 0,
+                    bytes: 0,
+                }));
+                records.push(rec);
+            }
+            // An unknown portal is forwarded as is: the database answers with its own error.
+            out.extend_from_slice(frame);
+        }
+        b'C' => {
+            let (kind, name) =
+                codec::parse_target(body, "Close target").map_err(|e| e.to_string())?;
+            if kind == b'S' {
+                st.statements.remove(name);
+            } else {
+                st.portals.remove(name);
+            }
+            out.extend_from_slice(frame);
+        }
+        b'D' => {
+            codec::parse_target(body, "Describe target").map_err(|e| e.to_string())?;
+            out.extend_from_slice(frame);
+        }
+        b'S' => {
+            lock(shared).inflight.push_back(Pending::Boundary);
+            // Unnamed portals do not survive the end of a transaction; named ones may
+            // (WITH HOLD cursors), so only the unnamed one is forgotten here.
+            out.extend_from_slice(frame);
+        }
+        b'H' => out.extend_from_slice(frame),
+        b'd' | b'c' | b'f' => {
+            if let Some(Pending::Action(a)) = lock(shared).inflight.front_mut() {
+                a.bytes += frame.len() as u64;
+            }
+            out.extend_from_slice(frame);
+        }
+        b'X' => {
+            out.extend_from_slice(frame);
+            return Ok(Step::Terminate);
+        }
+        b'F' => {
+            // Fastpath function calls run arbitrary functions by oid, outside any SQL text
+            // Warden could classify: refused, in place, like a denied statement.
+            let decision = Decision::deny(
+                "fastpath function calls cannot be classified and are not allowed through Warden",
+            );
+            let action = ActionInfo {
+                kind: "sql".into(),
+                text: "<fastpath function call>".into(),
+                ..Default::default()
+            };
+            session.record_denied(action, &decision, None).await;
+            let n = nonce();
+            let (message, hint) = denial_text(&decision);
+            let mut sh = lock(shared);
+            sh.add_denial(Denial {
+                nonce: n.clone(),
+                message,
+                hint,
+            });
+            sh.inflight.push_back(Pending::Boundary);
+            drop(sh);
+            codec::write_query(out, &n);
+        }
+        other => {
+            return Err(format!(
+                "unexpected message type {:?} from client",
+                other as char
+            ));
+        }
+    }
+    Ok(Step::Continue)
+}
+
+/// `SET warden.purpose = '...'` (simple or extended) changes the session's purpose; the
+/// statement is still forwarded, so transaction semantics stay the database's.
+fn apply_session_setting(session: &Session, info: &StatementInfo) {
+    if let Some((name, value)) = &info.set_var
+        && name == "warden.purpose"
+    {
+        session.set_purpose(Some(value.clone()).filter(|v| !v.is_empty() && v != "DEFAULT"));
+    }
+}
+
+async fn upstream_to_client(
+    ur: &mut ReadHalf<Stream>,
+    buf: &mut BytesMut,
+    cw: &mut WriteHalf<Stream>,
+    session: &Session,
+    shared: &Mutex<Shared>,
+) -> SessionEnd {
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut done: Vec<(RequestId, ResponseInfo)> = Vec::new();
+    loop {
+        if buf.is_empty() || matches!(codec::split_frame(buf, MAX_BACKEND_FRAME), Ok(None)) {
+            buf.reserve(64 * 1024);
+            match ur.read_buf(buf).await {
+                Ok(0) => return SessionEnd::UpstreamClosed("connection closed".into()),
+                Ok(_) => {}
+                Err(e) => return SessionEnd::UpstreamClosed(e.to_string()),
+            }
+        }
+        {
+            let mut sh = lock(shared);
+            loop {
+                let (tag, len) = match codec::split_frame(buf, MAX_BACKEND_FRAME) {
+                    Ok(Some(f)) => (f.tag, f.len),
+                    Ok(None) => break,
+                    Err(e) => {
+                        return SessionEnd::UpstreamClosed(format!(
+                            "malformed message from the database: {e}"
+                        ));
+                    }
+                };
+                let frame = &buf[..len];
+                let body = &frame[5..];
+                let mut forward = true;
+                match tag {
+                    b'D' | b'd' => {
+                        if let Some(Pending::Action(a)) = sh.inflight.front_mut() {
+                            a.rows += 1;
+                            a.bytes += len as u64;
+                        }
+                    }
+                    b'C' | b'I' | b's' => {
+                        let tag_text = match tag {
+                            b'C' => codec::Reader::new(body)
+                                .cstr("command tag")
+                                .unwrap_or("")
+                                .to_string(),
+                            b'I' => "EMPTY".to_string(),
+                            _ => "SUSPENDED".to_string(),
+                        };
+                        if let Some(Pending::Action(_)) = sh.inflight.front()
+                            && let Some(Pending::Action(a)) = sh.inflight.pop_front()
+                        {
+                            let rows = codec::tag_rows(&tag_text).unwrap_or(a.rows);
+                            done.push((
+                                a.id,
+                                ResponseInfo {
+                                    status: "ok".into(),
+                                    tag: Some(tag_text),
+                                    rows,
+                                    bytes: a.bytes,
+                                    duration_us: Some(a.started.elapsed().as_micros() as u64),
+                                    ..Default::default()
+                                },
+                            ));
+                        }
+                    }
+                    b'E' => {
+                        let fields = codec::parse_error_fields(body).unwrap_or_default();
+                        if let Some(i) = sh
+                            .denials
+                            .iter()
+                            .position(|d| fields.message.contains(&d.nonce))
+                        {
+                            if let Some(d) = sh.denials.remove(i) {
+                                codec::write_error(
+                                    &mut out,
+                                    b'E',
+                                    "ERROR",
+                                    "42501",
+                                    &d.message,
+                                    Some(&d.hint),
+                                );
+                                forward = false;
+                            }
+                        } else if let Some(Pending::Action(_)) = sh.inflight.front()
+                            && let Some(Pending::Action(a)) = sh.inflight.pop_front()
+                        {
+                            done.push((
+                                a.id,
+                                ResponseInfo {
+                                    status: "error".into(),
+                                    error_code: Some(fields.code),
+                                    error_message: Some(fields.message),
+                                    rows: a.rows,
+                                    bytes: a.bytes,
+                                    duration_us: Some(a.started.elapsed().as_micros() as u64),
+                                    ..Default::default()
+                                },
+                            ));
+                        }
+                    }
+                    b'Z' => {
+                        // Everything before the boundary that did not complete was skipped
+                        // by the database after an error.
+                        while let Some(p) = sh.inflight.pop_front() {
+                            match p {
+                                Pending::Boundary => break,
+                                Pending::Action(a) => done.push((
+                                    a.id,
+                                    ResponseInfo {
+                                        status: "not_executed".into(),
+                                        ..Default::default()
+                                    },
+                                )),
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                if forward {
+                    out.extend_from_slice(frame);
+                }
+                buf.advance(len);
+                if out.len() >= 256 * 1024 {
+                    break;
+                }
+            }
+        }
+        for (id, resp) in done.drain(..) {
+            session.record_response(&id, resp);
+        }
+        if !out.is_empty() {
+            if let Err(e) = cw.write_all(&out).await {
+                return SessionEnd::ClientVanished(e.to_string());
+            }
+            out.clear();
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! One evidence session: a client connection (PG/MySQL) or a logical agent run (HTTP/MCP).
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use warden_core::{ActionInfo, Decision, EvidenceRecord, Principal, RecordKind, ResponseInfo};
+use warden_policy::{ActionClass, Dialect, StatementInfo};
+use warden_store::LedgerError;
+
+use crate::{ConnectionSpec, Pipeline, Protocol};
+
+/// The id of an `action.request` record; responses point back at it.
+pub type RequestId = Arc<str>;
+
+/// Why a session ended, recorded in `session.end`.
+#[derive(Debug, Clone)]
+pub enum SessionEnd {
+    ClientTerminated,
+    ClientVanished(String),
+    UpstreamClosed(String),
+    ProtocolError(String),
+    LedgerFailed(String),
+    Shutdown,
+}
+
+impl SessionEnd {
+    fn describe(&self) -> String {
+        match self {
+            SessionEnd::ClientTerminated => "client terminated the session".into(),
+            SessionEnd::ClientVanished(e) => format!("client connection lost: {e}"),
+            SessionEnd::UpstreamClosed(e) => format!("upstream closed the connection: {e}"),
+            SessionEnd::ProtocolError(e) => format!("protocol error: {e}"),
+            SessionEnd::LedgerFailed(e) => format!("evidence ledger failed: {e}"),
+            SessionEnd::Shutdown => "gateway shutting down".into(),
+        }
+    }
+}
+
+pub struct Session {
+    pub id: String,
+    pub principal: Principal,
+    pub connection: Arc<ConnectionSpec>,
+    pub client: String,
+    purpose: Mutex<Option<String>>,
+    pipeline: Arc<Pipeline>,
+    actions: AtomicU64,
+    denied: AtomicU64,
+}
+
+impl Session {
+    /// Open a session: checks access, then records `session.start` durably.
+    pub async fn open(
+        pipeline: Arc<Pipeline>,
+        principal: Principal,
+        connection: Arc<ConnectionSpec>,
+        client: String,
+        purpose: Option<String>,
+    ) -> Result<Arc<Session>, LedgerError> {
+        let s = Arc::new(Session {
+            id: warden_core::evidence::new_id(),
+            principal,
+            connection,
+            client,
+            purpose: Mutex::new(purpose),
+            pipeline,
+            actions: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+        });
+        let rec = s.record(RecordKind::SessionStart);
+        s.pipeline.ledger.append(rec).await?;
+        Ok(s)
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.connection.protocol
+    }
+
+    pub fn purpose(&self) -> Option<String> {
+        self.purpose
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_purpose(&self, purpose: Option<String>) {
+        *self.purpose.lock().unwrap_or_else(|p| p.into_inner()) = purpose;
+    }
+
+    /// A record of `kind` carrying this session's identity, connection and purpose.
+    pub fn record(&self, kind: RecordKind) -> EvidenceRecord {
+        let mut r = EvidenceRecord::new(kind);
+        r.session_id = Some(self.id.clone());
+        r.principal = Some(self.principal.clone());
+        r.connection = Some(self.connection.name.clone());
+        r.protocol = Some(self.connection.protocol.as_str().to_string());
+        r.purpose = self.purpose();
+        r.client = Some(self.client.clone());
+        r
+    }
+
+    pub fn classify_sql(&self, sql: &str) -> Vec<StatementInfo> {
+        let dialect = match self.connection.protocol {
+            Protocol::Mysql => Dialect::MySql,
+            _ => Dialect::Postgres,
+        };
+        warden_policy::classify(sql, dialect)
+    }
+
+    pub fn classify_one(&self, sql: &str) -> StatementInfo {
+        let dialect = match self.connection.protocol {
+            Protocol::Mysql => Dialect::MySql,
+            _ => Dialect::Postgres,
+        };
+        warden_policy::classify_one(sql, dialect)
+    }
+
+    pub fn decide_sql(&self, info: &StatementInfo) -> Decision {
+        self.pipeline.policy.decide(
+            &self.principal,
+            &self.connection.name,
+            &ActionClass::Sql(info),
+        )
+    }
+
+    pub fn sql_action(info: &StatementInfo, params: Vec<Option<String>>) -> ActionInfo {
+        ActionInfo {
+            kind: "sql".into(),
+            text: info.text.clone(),
+            params,
+            sql_kinds: info.kinds.iter().map(|k| k.as_str().to_string()).collect(),
+            tables: info.tables.clone(),
+        }
+    }
+
+    /// Build the `action.request` record; submit it with [`Session::commit_request`].
+    pub fn request_record(&self, action: ActionInfo, decision: &Decision) -> EvidenceRecord {
+        let mut r = self.record(RecordKind::ActionRequest);
+        r.action = Some(action);
+        r.decision = Some(decision.info());
+        r
+    }
+
+    /// Commit `action.request` records; returns their ids once durable. The caller must
+    /// not forward the action if this fails (fail closed).
+    pub async fn commit_requests(
+        &self,
+        recs: Vec<EvidenceRecord>,
+    ) -> Result<Vec<RequestId>, LedgerError> {
+        let ledger = &self.pipeline.ledger;
+        let mut ids = Vec::with_capacity(recs.len());
+        let waits: Vec<_> = recs
+            .into_iter()
+            .map(|r| {
+                ids.push(RequestId::from(r.id.as_str()));
+                ledger.submit(r)
+            })
+            .collect();
+        for w in waits {
+            w.await?;
+        }
+        self.actions.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        Ok(ids)
+    }
+
+    /// Record a denial durably (the caller then answers the client with an error).
+    pub async fn record_denied(
+        &self,
+        action: ActionInfo,
+        decision: &Decision,
+        detail: Option<String>,
+    ) {
+        self.denied.fetch_add(1, Ordering::Relaxed);
+        let mut r = self.record(RecordKind::PolicyDenied);
+        r.action = Some(action);
+        r.decision = Some(decision.info());
+        r.detail = detail;
+        if let Err(e) = self.pipeline.ledger.append(r).await {
+            tracing::error!(error = %e, session = %self.id, "could not record policy.denied");
+        }
+    }
+
+    /// Record the outcome of a forwarded action (background; ordered after its request).
+    pub fn record_response(&self, request: &RequestId, response: ResponseInfo) {
+        let mut r = self.record(RecordKind::ActionResponse);
+        r.request_id = Some(request.to_string());
+        r.response = Some(response);
+        self.pipeline.ledger.append_background(r);
+    }
+
+    pub fn record_protocol_error(&self, what: &str) {
+        self.pipeline.record_protocol_error(
+            Some(&self.id),
+            Some(&self.connection.name),
+            self.connection.protocol.as_str(),
+            &self.client,
+            what,
+        );
+    }
+
+    /// Record `session.end` and wait for it (and everything before it) to be committed.
+    pub async fn end(&self, why: SessionEnd) {
+        let mut r = self.record(RecordKind::SessionEnd);
+        r.detail = Some(format!(
+            "{}; {} action(s) forwarded, {} denied",
+            why.describe(),
+            self.actions.load(Ordering::Relaxed),
+            self.denied.load(Ordering::Relaxed)
+        ));
+        if let Err(e) = self.pipeline.ledger.append(r).await {
+            tracing::error!(error = %e, session = %self.id, "could not record session.end");
+        }
+    }
+}

@@ -1,0 +1,755 @@
+//! The TOML config (PRODUCT.md "Config"): parsing, `${ENV}` expansion, validation.
+//!
+//! Every mistake is collected (not just the first) and reported with its key path and
+//! line, so `warden config check` can be used as a CI gate for a policy repository.
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use warden_core::Effect;
+use warden_pipeline::{ConnectionSpec, Protocol, UpstreamTls};
+use warden_policy::{PrincipalPattern, Rule, SqlKind};
+
+pub const DEFAULT_POSTGRES_LISTEN: &str = "127.0.0.1:15432";
+
+type S = Spanned<String>;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    gateway: RawGateway,
+    #[serde(default)]
+    listeners: RawListeners,
+    #[serde(default)]
+    tls: Option<RawTls>,
+    #[serde(default)]
+    identity: RawIdentity,
+    #[serde(default)]
+    connections: Vec<RawConnection>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+    #[serde(default)]
+    masking: Vec<toml::Value>,
+    #[serde(default)]
+    approvals: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    data_dir: Option<S>,
+    store: Option<S>,
+    durability: Option<S>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawListeners {
+    postgres: Option<S>,
+    mysql: Option<S>,
+    http: Option<S>,
+    admin: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: S,
+    key_file: S,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    oidc: Option<RawOidc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: S,
+    audience: S,
+    jwks_url: Option<S>,
+    jwks_file: Option<S>,
+    groups_claim: Option<S>,
+    algorithms: Option<Vec<S>>,
+    client_id: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnection {
+    name: S,
+    protocol: S,
+    upstream: S,
+    database: Option<S>,
+    user: Option<S>,
+    password: Option<S>,
+    tls: Option<S>,
+    ca_file: Option<S>,
+    server_name: Option<S>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, S>,
+    description: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: S,
+    #[serde(default)]
+    principals: Vec<S>,
+    #[serde(default)]
+    connections: Vec<S>,
+    sql: Option<Vec<S>>,
+    http: Option<Vec<S>>,
+    effect: S,
+    #[serde(default)]
+    approvers: Vec<S>,
+    min_approvals: Option<Spanned<u32>>,
+    grant: Option<S>,
+    require_purpose: Option<bool>,
+    description: Option<S>,
+}
+
+/// One mistake in the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {l}: `{}`: {}", self.key, self.message),
+            None => write!(f, "`{}`: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Durability of acknowledged evidence.
+pub use warden_store::Durability;
+
+/// A validated config, ready to run.
+pub struct Config {
+    pub path: PathBuf,
+    /// Directory relative paths resolve against: the config file's directory.
+    pub base_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub store_url: String,
+    pub durability: Durability,
+    pub postgres_listen: Option<String>,
+    pub mysql_listen: Option<String>,
+    pub http_listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub oidc: Option<warden_identity::OidcSettings>,
+    pub connections: Vec<ConnectionSpec>,
+    pub rules: Vec<Rule>,
+}
+
+struct Ctx<'a> {
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1
+    }
+    fn err(
+        &mut self,
+        key: impl Into<String>,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) {
+        let line = span.map(|s| self.line_of(s.start));
+        self.errors.push(ConfigError {
+            key: key.into(),
+            line,
+            message: message.into(),
+        });
+    }
+    /// Expand `${NAME}` from the environment; `$${` is a literal `${`.
+    fn expand(&mut self, key: &str, v: &S) -> String {
+        let raw = v.get_ref();
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw.as_str();
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i..];
+            if after.starts_with("$${") {
+                out.push_str("${");
+                rest = &after[3..];
+            } else if let Some(body) = after.strip_prefix("${") {
+                match body.find('}') {
+                    Some(end) => {
+                        let name = &body[..end];
+                        match std::env::var(name) {
+                            Ok(val) => out.push_str(&val),
+                            Err(_) => {
+                                self.err(
+                                    key,
+                                    Some(v.span()),
+                                    format!("environment variable `{name}` is not set"),
+                                );
+                            }
+                        }
+                        rest = &body[end + 1..];
+                    }
+                    None => {
+                        self.err(
+                            key,
+                            Some(v.span()),
+                            "unterminated `${` (write `$${` for a literal)",
+                        );
+                        out.push_str(after);
+                        rest = "";
+                    }
+                }
+            } else {
+                out.push('$');
+                rest = &after[1..];
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+fn check_listen(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    v: &Option<S>,
+    default: Option<&str>,
+) -> Option<String> {
+    match v {
+        None => default.map(str::to_string),
+        Some(s) => {
+            let addr = ctx.expand(key, s);
+            if addr.is_empty() || addr == "off" {
+                return None;
+            }
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                ctx.err(
+                    key,
+                    Some(s.span()),
+                    format!("`{addr}` is not an address like 127.0.0.1:15432 (or \"off\")"),
+                );
+            }
+            Some(addr)
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ConfigError {
+                key: path.display().to_string(),
+                line: None,
+                message: format!("cannot read config: {e} (create one with `warden init`)"),
+            }]
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        Self::parse(&text, path, &base)
+    }
+
+    pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| {
+                text[..s.start.min(text.len())]
+                    .bytes()
+                    .filter(|&b| b == b'\n')
+                    .count()
+                    + 1
+            });
+            vec![ConfigError {
+                key: "toml".into(),
+                line,
+                message: e.message().to_string(),
+            }]
+        })?;
+        let mut ctx = Ctx {
+            text,
+            errors: Vec::new(),
+        };
+        let resolve = |p: &str| -> PathBuf {
+            let p = PathBuf::from(p);
+            if p.is_absolute() { p } else { base_dir.join(p) }
+        };
+
+        // [gateway]
+        let data_dir = match &raw.gateway.data_dir {
+            Some(s) => ctx.expand("gateway.data_dir", s),
+            None => "./warden-data".into(),
+        };
+        let data_dir = resolve(&data_dir);
+        let store_url = match &raw.gateway.store {
+            Some(s) => {
+                let u = ctx.expand("gateway.store", s);
+                if !u.starts_with("sqlite://") {
+                    ctx.err(
+                        "gateway.store",
+                        Some(s.span()),
+                        format!("`{u}`: only sqlite://PATH stores are supported in this version"),
+                    );
+                }
+                u
+            }
+            None => format!("sqlite://{}", data_dir.join("evidence.db").display()),
+        };
+        let durability = match raw.gateway.durability.as_ref() {
+            None => Durability::Process,
+            Some(s) => match s.get_ref().as_str() {
+                "process" => Durability::Process,
+                "fsync" => Durability::Fsync,
+                other => {
+                    ctx.err(
+                        "gateway.durability",
+                        Some(s.span()),
+                        format!("`{other}`: use \"process\" or \"fsync\""),
+                    );
+                    Durability::Process
+                }
+            },
+        };
+
+        // [listeners]
+        let postgres_listen = check_listen(
+            &mut ctx,
+            "listeners.postgres",
+            &raw.listeners.postgres,
+            Some(DEFAULT_POSTGRES_LISTEN),
+        );
+        let mysql_listen = check_listen(&mut ctx, "listeners.mysql", &raw.listeners.mysql, None);
+        let http_listen = check_listen(&mut ctx, "listeners.http", &raw.listeners.http, None);
+        let admin_listen = check_listen(&mut ctx, "listeners.admin", &raw.listeners.admin, None);
+
+        // [tls]
+        let tls = raw.tls.as_ref().map(|t| {
+            let cert = resolve(&ctx.expand("tls.cert_file", &t.cert_file));
+            let key = resolve(&ctx.expand("tls.key_file", &t.key_file));
+            for (k, p, s) in [
+                ("tls.cert_file", &cert, &t.cert_file),
+                ("tls.key_file", &key, &t.key_file),
+            ] {
+                if !p.exists() {
+                    ctx.err(
+                        k,
+                        Some(s.span()),
+                        format!("file {} does not exist", p.display()),
+                    );
+                }
+            }
+            (cert, key)
+        });
+
+        // [identity.oidc]
+        let oidc = raw.identity.oidc.as_ref().map(|o| {
+            let jwks_url = o.jwks_url.as_ref().map(|s| ctx.expand("identity.oidc.jwks_url", s));
+            let jwks_file = o.jwks_file.as_ref().map(|s| resolve(&ctx.expand("identity.oidc.jwks_file", s)));
+            if jwks_url.is_none() && jwks_file.is_none() {
+                ctx.err("identity.oidc", Some(o.issuer.span()), "set `jwks_url` or `jwks_file`");
+            }
+            let algorithms: Vec<String> = match &o.algorithms {
+                None => vec!["RS256".into(), "ES256".into(), "EdDSA".into()],
+                Some(list) => list
+                    .iter()
+                    .map(|a| {
+                        let v = a.get_ref().clone();
+                        if v.eq_ignore_ascii_case("none") || v.to_ascii_uppercase().starts_with("HS") {
+                            ctx.err(
+                                "identity.oidc.algorithms",
+                                Some(a.span()),
+                                format!("`{v}` is not allowed: only asymmetric algorithms verify against a JWKS"),
+                            );
+                        }
+                        v
+                    })
+                    .collect(),
+            };
+            let _ = &o.client_id;
+            warden_identity::OidcSettings {
+                issuer: ctx.expand("identity.oidc.issuer", &o.issuer),
+                audience: ctx.expand("identity.oidc.audience", &o.audience),
+                jwks_url,
+                jwks_file,
+                groups_claim: o.groups_claim.as_ref().map(|g| g.get_ref().clone()).unwrap_or_else(|| "groups".into()),
+                algorithms,
+                refresh_floor_secs: 30,
+                leeway_secs: 60,
+            }
+        });
+
+        // [[connections]]
+        let mut names = HashSet::new();
+        let mut connections = Vec::new();
+        for (i, c) in raw.connections.iter().enumerate() {
+            let key = |f: &str| format!("connections[{i}].{f}");
+            let name = c.name.get_ref().clone();
+            if let Err(e) = warden_core::principal::validate_name(&name) {
+                ctx.err(key("name"), Some(c.name.span()), e);
+            }
+            if name == "*" {
+                ctx.err(
+                    key("name"),
+                    Some(c.name.span()),
+                    "`*` is reserved for rules",
+                );
+            }
+            if !names.insert(name.clone()) {
+                ctx.err(
+                    key("name"),
+                    Some(c.name.span()),
+                    format!("connection `{name}` is defined twice"),
+                );
+            }
+            let protocol = match Protocol::parse(c.protocol.get_ref()) {
+                Some(p) => p,
+                None => {
+                    ctx.err(
+                        key("protocol"),
+                        Some(c.protocol.span()),
+                        format!(
+                            "`{}`: use postgres, mysql, http or kubernetes",
+                            c.protocol.get_ref()
+                        ),
+                    );
+                    Protocol::Postgres
+                }
+            };
+            let upstream = ctx.expand(&key("upstream"), &c.upstream);
+            match protocol {
+                Protocol::Postgres | Protocol::Mysql => {
+                    let ok = upstream
+                        .rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                    if !ok {
+                        ctx.err(
+                            key("upstream"),
+                            Some(c.upstream.span()),
+                            format!("`{upstream}` must be host:port"),
+                        );
+                    }
+                }
+                Protocol::Http | Protocol::Kubernetes => {
+                    if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
+                        ctx.err(
+                            key("upstream"),
+                            Some(c.upstream.span()),
+                            format!("`{upstream}` must be an http:// or https:// URL"),
+                        );
+                    }
+                }
+            }
+            let tls = match c.tls.as_ref().map(|t| t.get_ref().as_str()) {
+                None | Some("disable") => UpstreamTls::Disable,
+                Some("verify-full") | Some("require") => UpstreamTls::VerifyFull {
+                    ca_file: c
+                        .ca_file
+                        .as_ref()
+                        .map(|s| resolve(&ctx.expand(&key("ca_file"), s))),
+                    server_name: c.server_name.as_ref().map(|s| s.get_ref().clone()),
+                },
+                Some(other) => {
+                    if let Some(t) = &c.tls {
+                        ctx.err(
+                            key("tls"),
+                            Some(t.span()),
+                            format!("`{other}`: use \"disable\" or \"verify-full\""),
+                        );
+                    }
+                    UpstreamTls::Disable
+                }
+            };
+            let headers = c
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), ctx.expand(&key(&format!("headers.{k}")), v)))
+                .collect();
+            let _ = &c.description;
+            connections.push(ConnectionSpec {
+                name,
+                protocol,
+                upstream,
+                database: c.database.as_ref().map(|s| ctx.expand(&key("database"), s)),
+                user: c.user.as_ref().map(|s| ctx.expand(&key("user"), s)),
+                password: c.password.as_ref().map(|s| ctx.expand(&key("password"), s)),
+                tls,
+                headers,
+            });
+        }
+
+        // [[rules]]
+        let mut ids = HashSet::new();
+        let mut rules = Vec::new();
+        for (i, r) in raw.rules.iter().enumerate() {
+            let key = |f: &str| format!("rules[{i}].{f}");
+            let id = r.id.get_ref().clone();
+            if id.is_empty() {
+                ctx.err(key("id"), Some(r.id.span()), "rule id must not be empty");
+            }
+            if !ids.insert(id.clone()) {
+                ctx.err(
+                    key("id"),
+                    Some(r.id.span()),
+                    format!("rule id `{id}` is used twice"),
+                );
+            }
+            if r.principals.is_empty() {
+                ctx.err(
+                    key("principals"),
+                    Some(r.id.span()),
+                    "list who the rule applies to (e.g. [\"group:agents\"] or [\"*\"])",
+                );
+            }
+            let principals = r
+                .principals
+                .iter()
+                .enumerate()
+                .filter_map(|(j, p)| match PrincipalPattern::parse(p.get_ref()) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        ctx.err(format!("rules[{i}].principals[{j}]"), Some(p.span()), e);
+                        None
+                    }
+                })
+                .collect();
+            if r.connections.is_empty() {
+                ctx.err(
+                    key("connections"),
+                    Some(r.id.span()),
+                    "list the connections the rule covers (or [\"*\"])",
+                );
+            }
+            let conns: Vec<String> = r
+                .connections
+                .iter()
+                .enumerate()
+                .map(|(j, c)| {
+                    let name = c.get_ref().clone();
+                    if name != "*" && !names.contains(&name) {
+                        ctx.err(
+                            format!("rules[{i}].connections[{j}]"),
+                            Some(c.span()),
+                            format!("unknown connection `{name}`"),
+                        );
+                    }
+                    name
+                })
+                .collect();
+            let sql = r.sql.as_ref().map(|list| {
+                let mut kinds = Vec::new();
+                for (j, k) in list.iter().enumerate() {
+                    let v = k.get_ref().to_ascii_lowercase();
+                    if v == "*" {
+                        kinds.extend(SqlKind::ALL.into_iter().filter(|k| *k != SqlKind::Unparsed));
+                    } else if let Some(kind) = SqlKind::parse(&v) {
+                        kinds.push(kind);
+                    } else {
+                        let all: Vec<&str> = SqlKind::ALL.iter().map(|k| k.as_str()).collect();
+                        ctx.err(
+                            format!("rules[{i}].sql[{j}]"),
+                            Some(k.span()),
+                            format!(
+                                "unknown statement kind `{v}`; known: {}, or \"*\"",
+                                all.join(", ")
+                            ),
+                        );
+                    }
+                }
+                kinds
+            });
+            let http = r.http.as_ref().map(|list| {
+                list.iter()
+                    .enumerate()
+                    .map(|(j, h)| {
+                        let v = h.get_ref().clone();
+                        let ok = v
+                            .split_once(' ')
+                            .is_some_and(|(m, p)| !m.is_empty() && p.starts_with('/'));
+                        if !ok {
+                            ctx.err(
+                                format!("rules[{i}].http[{j}]"),
+                                Some(h.span()),
+                                format!("`{v}` must look like \"GET /path/**\""),
+                            );
+                        }
+                        v
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let effect = match r.effect.get_ref().as_str() {
+                "allow" => Effect::Allow,
+                "deny" => Effect::Deny,
+                "approve" => Effect::Approve,
+                other => {
+                    ctx.err(
+                        key("effect"),
+                        Some(r.effect.span()),
+                        format!("`{other}`: use allow, deny or approve"),
+                    );
+                    Effect::Deny
+                }
+            };
+            let approvers: Vec<String> = r.approvers.iter().map(|a| a.get_ref().clone()).collect();
+            if effect == Effect::Approve && approvers.is_empty() {
+                ctx.err(
+                    key("approvers"),
+                    Some(r.effect.span()),
+                    "an `approve` rule needs `approvers` (e.g. [\"group:dba\"])",
+                );
+            }
+            for (j, a) in r.approvers.iter().enumerate() {
+                let v = a.get_ref();
+                if !(v.starts_with("group:") || v.starts_with("user:") || v.starts_with("agent:")) {
+                    ctx.err(
+                        format!("rules[{i}].approvers[{j}]"),
+                        Some(a.span()),
+                        format!("`{v}` must be group:NAME or user:NAME"),
+                    );
+                }
+            }
+            if effect != Effect::Approve && !approvers.is_empty() {
+                ctx.err(
+                    key("approvers"),
+                    Some(r.approvers[0].span()),
+                    "`approvers` only applies to effect = \"approve\"",
+                );
+            }
+            let _ = (
+                &r.min_approvals,
+                &r.grant,
+                &r.require_purpose,
+                &r.description,
+            );
+            rules.push(Rule {
+                id,
+                principals,
+                connections: conns,
+                sql,
+                http,
+                effect,
+                approvers,
+            });
+        }
+
+        // [[masking]] and [approvals] are accepted (their engines land separately).
+        let _ = (&raw.masking, &raw.approvals);
+
+        if ctx.errors.is_empty() {
+            Ok(Config {
+                path: path.to_path_buf(),
+                base_dir: base_dir.to_path_buf(),
+                data_dir,
+                store_url,
+                durability,
+                postgres_listen,
+                mysql_listen,
+                http_listen,
+                admin_listen,
+                tls,
+                oidc,
+                connections,
+                rules,
+            })
+        } else {
+            Err(ctx.errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRODUCT_EXAMPLE: &str = include_str!("../../../examples/product-example.toml");
+
+    #[test]
+    fn accepts_the_product_example_as_written() {
+        // SAFETY of env mutation: single-threaded test setup of unique names.
+        unsafe {
+            std::env::set_var("ORDERS_DB_PASSWORD", "s3cret");
+            std::env::set_var("BILLING_TOKEN", "tok");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let cfg = Config::parse(PRODUCT_EXAMPLE, Path::new("warden.toml"), dir.path()).unwrap();
+        assert_eq!(cfg.connections.len(), 2);
+        assert_eq!(cfg.connections[0].password.as_deref(), Some("s3cret"));
+        assert_eq!(
+            cfg.connections[1].headers,
+            vec![("Authorization".to_string(), "Bearer tok".to_string())]
+        );
+        assert_eq!(cfg.rules.len(), 3);
+        assert_eq!(cfg.postgres_listen.as_deref(), Some("127.0.0.1:15432"));
+    }
+
+    #[test]
+    fn reports_every_mistake_with_line() {
+        let text = r#"
+[[connections]]
+name = "orders"
+protocol = "postgress"
+upstream = "nohost"
+
+[[rules]]
+id = "r1"
+principals = ["team:x"]
+connections = ["ordrs"]
+sql = ["selekt"]
+effect = "maybe"
+"#;
+        let errs = Config::parse(text, Path::new("w.toml"), Path::new("."))
+            .err()
+            .unwrap();
+        let lines: Vec<_> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert!(
+            lines.contains(&("connections[0].protocol", Some(4))),
+            "{errs:?}"
+        );
+        assert!(
+            lines.contains(&("rules[0].principals[0]", Some(9))),
+            "{errs:?}"
+        );
+        assert!(
+            lines.contains(&("rules[0].connections[0]", Some(10))),
+            "{errs:?}"
+        );
+        assert!(lines.contains(&("rules[0].sql[0]", Some(11))), "{errs:?}");
+        assert!(lines.contains(&("rules[0].effect", Some(12))), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_env_are_named() {
+        let errs = Config::parse(
+            "[gateway]\nstorre = 1\n",
+            Path::new("w.toml"),
+            Path::new("."),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(errs[0].line, Some(2));
+        assert!(errs[0].message.contains("storre"), "{errs:?}");
+        let text = "[[connections]]\nname = \"a\"\nprotocol = \"postgres\"\nupstream = \"127.0.0.1:1\"\npassword = \"${WARDEN_TEST_SURELY_UNSET}\"\n";
+        let errs = Config::parse(text, Path::new("w.toml"), Path::new("."))
+            .err()
+            .unwrap();
+        assert_eq!(errs[0].key, "connections[0].password");
+        assert_eq!(errs[0].line, Some(5));
+    }
+}

@@ -1,0 +1,128 @@
+//! `warden serve`: wire config, store, identity, policy and listeners together.
+use std::sync::Arc;
+
+use anyhow::Context;
+use tracing_subscriber::EnvFilter;
+use warden_pipeline::Pipeline;
+use warden_policy::Policy;
+use warden_store::Store;
+
+use crate::config::Config;
+
+pub fn serve(cfg: Config) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cfg))
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing {}", cert.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+    let cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("TLS certificate and key")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+    tracing::info!(config = %cfg.path.display(), "starting");
+    let store = Arc::new(
+        Store::open(&cfg.store_url, &cfg.base_dir, cfg.durability)
+            .with_context(|| format!("opening the store {}", cfg.store_url))?,
+    );
+    let jwt = match &cfg.oidc {
+        Some(o) => Some(warden_identity::JwtValidator::new(o.clone()).context("[identity.oidc]")?),
+        None => None,
+    };
+    let tls = match &cfg.tls {
+        Some((c, k)) => Some(tls_acceptor(c, k)?),
+        None => None,
+    };
+    let pipeline = Pipeline::new(
+        cfg.connections.clone(),
+        Policy::new(cfg.rules.clone()),
+        store.clone(),
+        jwt,
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    if let Some(addr) = &cfg.postgres_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the PostgreSQL listener on {addr}"))?;
+        tracing::info!(%addr, tls = tls.is_some(), "PostgreSQL listener ready");
+        let mut rx = stop_rx.clone();
+        let pg_cfg = warden_pg::PgListenerConfig {
+            tls: tls.clone(),
+            ..Default::default()
+        };
+        tasks.push(tokio::spawn(warden_pg::serve(
+            listener,
+            pipeline.clone(),
+            pg_cfg,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        )));
+    }
+    for (name, addr) in [
+        ("mysql", &cfg.mysql_listen),
+        ("http", &cfg.http_listen),
+        ("admin", &cfg.admin_listen),
+    ] {
+        if let Some(a) = addr {
+            tracing::warn!(listener = name, addr = %a, "this listener is not available in this version yet; ignoring");
+        }
+    }
+    eprintln!(
+        "warden: serving {} connection(s) with {} rule(s); evidence in {}",
+        cfg.connections.len(),
+        cfg.rules.len(),
+        store.path().display()
+    );
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new sessions; flushing evidence");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    if let Err(e) = pipeline.ledger().flush().await {
+        tracing::error!(error = %e, "final evidence flush failed");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
