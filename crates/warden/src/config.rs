@@ -178,7 +178,7 @@ impl Ctx<'_> {
             message: message.into(),
         });
     }
-    /// Expand `${NAME}` from the environment; `$${` is a literal `${`.
+    /// Expand `${NAME}` (or `${NAME:-default}`) from the environment; `$${` is a literal `${`.
     fn expand(&mut self, key: &str, v: &S) -> String {
         let raw = v.get_ref();
         let mut out = String::with_capacity(raw.len());
@@ -192,14 +192,19 @@ impl Ctx<'_> {
             } else if let Some(body) = after.strip_prefix("${") {
                 match body.find('}') {
                     Some(end) => {
-                        let name = &body[..end];
-                        match std::env::var(name) {
-                            Ok(val) => out.push_str(&val),
-                            Err(_) => {
+                        let inner = &body[..end];
+                        let (name, default) = match inner.split_once(":-") {
+                            Some((n, d)) => (n, Some(d)),
+                            None => (inner, None),
+                        };
+                        match (std::env::var(name), default) {
+                            (Ok(val), _) => out.push_str(&val),
+                            (Err(_), Some(d)) => out.push_str(d),
+                            (Err(_), None) => {
                                 self.err(
                                     key,
                                     Some(v.span()),
-                                    format!("environment variable `{name}` is not set"),
+                                    format!("environment variable `{name}` is not set (or write ${{{name}:-default}})"),
                                 );
                             }
                         }
