@@ -9,5 +9,11 @@
 pub mod rules;
 pub mod sql;
 
-pub use rules::{ActionClass, Explanation, MatchedRule, Policy, PrincipalPattern, Rule};
-pub use sql::{Dialect, SqlKind, StatementInfo, classify, classify_one, split_statements};
+pub use rules::{
+    ActionClass, Explanation, MatchedRule, Policy, PrincipalPattern, Rule, http_pattern_matches,
+    validate_http_pattern,
+};
+pub use sql::{
+    Dialect, SqlKind, StatementInfo, classify, classify_one, split_statements,
+    split_statements_dialect,
+};

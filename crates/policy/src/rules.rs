@@ -1,4 +1,9 @@
-//! Rules and the matcher. STUB: to be implemented.
+//! Rules and the matcher.
+//!
+//! Default deny; of several matching rules the most restrictive effect wins
+//! (deny > approve > allow). A statement with several kinds (`WITH d AS (DELETE ...)
+//! SELECT ...` = {select, delete}) needs every kind covered; the overall effect is the most
+//! restrictive over its kinds.
 use warden_core::{Decision, Effect, Principal};
 
 use crate::sql::{SqlKind, StatementInfo};
@@ -12,8 +17,50 @@ pub enum PrincipalPattern {
 }
 
 impl PrincipalPattern {
-    pub fn parse(_s: &str) -> Result<PrincipalPattern, String> {
-        todo!()
+    pub fn parse(s: &str) -> Result<PrincipalPattern, String> {
+        let s = s.trim();
+        if s == "*" {
+            return Ok(PrincipalPattern::Any);
+        }
+        let Some((kind, name)) = s.split_once(':') else {
+            return Err(format!(
+                "principal pattern `{s}` must be `*`, `agent:NAME`, `user:NAME` or `group:NAME`"
+            ));
+        };
+        if name.is_empty() {
+            return Err(format!(
+                "principal pattern `{s}`: the name after `{kind}:` is empty"
+            ));
+        }
+        if let Err(e) = warden_core::principal::validate_name(name) {
+            return Err(format!("principal pattern `{s}`: {e}"));
+        }
+        match kind {
+            "group" => Ok(PrincipalPattern::Group(name.to_string())),
+            "agent" | "user" => Ok(PrincipalPattern::Id(s.to_string())),
+            other => Err(format!(
+                "principal pattern `{s}`: unknown kind `{other}` (use `agent:`, `user:`, `group:` or `*`)"
+            )),
+        }
+    }
+
+    /// Does this pattern name `p`?
+    pub fn matches(&self, p: &Principal) -> bool {
+        match self {
+            PrincipalPattern::Any => true,
+            PrincipalPattern::Id(id) => *id == p.id,
+            PrincipalPattern::Group(g) => p.in_group(g),
+        }
+    }
+}
+
+impl std::fmt::Display for PrincipalPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrincipalPattern::Any => f.write_str("*"),
+            PrincipalPattern::Id(id) => f.write_str(id),
+            PrincipalPattern::Group(g) => write!(f, "group:{g}"),
+        }
     }
 }
 
@@ -67,18 +114,1079 @@ impl Policy {
         &self.rules
     }
     /// May `p` open a session on `connection` at all (some allow/approve rule names both)?
-    pub fn may_connect(&self, _p: &Principal, _connection: &str) -> bool {
-        todo!()
+    pub fn may_connect(&self, p: &Principal, connection: &str) -> bool {
+        self.rules.iter().any(|r| {
+            matches!(r.effect, Effect::Allow | Effect::Approve)
+                && r.principal_match(p).is_some()
+                && r.connection_match(connection).is_some()
+        })
     }
     pub fn decide(&self, p: &Principal, connection: &str, action: &ActionClass<'_>) -> Decision {
         self.explain(p, connection, action).decision
     }
     pub fn explain(
         &self,
-        _p: &Principal,
-        _connection: &str,
-        _action: &ActionClass<'_>,
+        p: &Principal,
+        connection: &str,
+        action: &ActionClass<'_>,
     ) -> Explanation {
-        todo!()
+        // Rules naming this principal and connection, with what matched.
+        let candidates: Vec<Candidate<'_>> = self
+            .rules
+            .iter()
+            .filter_map(|r| Some((r, r.principal_match(p)?, r.connection_match(connection)?)))
+            .collect();
+        match action {
+            ActionClass::Sql(info) => self.explain_sql(p, connection, info, &candidates),
+            ActionClass::Http { method, path } => {
+                explain_http(p, connection, method, path, &candidates)
+            }
+        }
+    }
+
+    fn explain_sql(
+        &self,
+        p: &Principal,
+        connection: &str,
+        info: &StatementInfo,
+        candidates: &[Candidate<'_>],
+    ) -> Explanation {
+        // Every rule that covers at least one kind, for the explanation.
+        let mut matched = Vec::new();
+        for (r, pp, conn) in candidates {
+            let kinds: Vec<&str> = info
+                .kinds
+                .iter()
+                .filter(|k| r.covers_sql(**k))
+                .map(|k| k.as_str())
+                .collect();
+            if !kinds.is_empty() {
+                matched.push(MatchedRule {
+                    id: r.id.clone(),
+                    effect: r.effect,
+                    why: format!(
+                        "principal {pp}, connection {conn}, kind {}",
+                        kinds.join(", ")
+                    ),
+                });
+            }
+        }
+        if info.kinds.is_empty() {
+            return Explanation {
+                decision: Decision {
+                    effect: Effect::Allow,
+                    rules: Vec::new(),
+                    reason: "empty statement".into(),
+                    approvers: Vec::new(),
+                },
+                matched,
+            };
+        }
+
+        let outcomes: Vec<(SqlKind, Outcome<'_>)> = info
+            .kinds
+            .iter()
+            .map(|&k| {
+                let covering: Vec<&Rule> = candidates
+                    .iter()
+                    .map(|(r, _, _)| *r)
+                    .filter(|r| r.covers_sql(k))
+                    .collect();
+                let outcome = match covering.iter().map(|r| r.effect).max() {
+                    Some(eff) => Outcome::Rules(
+                        eff,
+                        covering.into_iter().filter(|r| r.effect == eff).collect(),
+                    ),
+                    None if matches!(k, SqlKind::Transaction | SqlKind::Set)
+                        && self.may_connect(p, connection) =>
+                    {
+                        Outcome::Session
+                    }
+                    None => Outcome::DefaultDeny,
+                };
+                (k, outcome)
+            })
+            .collect();
+        let effect = outcomes
+            .iter()
+            .map(|(_, o)| o.effect())
+            .max()
+            .unwrap_or(Effect::Deny);
+        let winners: Vec<&(SqlKind, Outcome<'_>)> = outcomes
+            .iter()
+            .filter(|(_, o)| o.effect() == effect)
+            .collect();
+        let winning_rules: Vec<&Rule> = winners
+            .iter()
+            .flat_map(|(_, o)| match o {
+                Outcome::Rules(_, rs) => rs.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let (rule_ids, approvers) = ids_and_approvers(&winning_rules, effect);
+        let default_denied = winners
+            .iter()
+            .find(|(_, o)| matches!(o, Outcome::DefaultDeny))
+            .map(|(k, _)| *k);
+        let reason = match effect {
+            Effect::Deny => match default_denied {
+                Some(SqlKind::Unparsed) => format!(
+                    "statement could not be parsed ({}); Warden does not forward statements it cannot classify",
+                    info.parse_error.as_deref().unwrap_or("unknown error")
+                ),
+                Some(k) => format!(
+                    "no rule allows `{k}` on connection `{connection}` for {}",
+                    p.id
+                ),
+                None => format!("denied by {}", rules_phrase(&rule_ids)),
+            },
+            Effect::Approve => approval_reason(&approvers, &rule_ids),
+            Effect::Allow if rule_ids.is_empty() => {
+                "session control statements are allowed to principals with access to the connection"
+                    .to_string()
+            }
+            Effect::Allow => format!("allowed by {}", rules_phrase(&rule_ids)),
+        };
+        Explanation {
+            decision: Decision {
+                effect,
+                rules: rule_ids,
+                reason,
+                approvers,
+            },
+            matched,
+        }
+    }
+}
+
+/// A rule naming the principal and connection, with the pattern and connection entry that matched.
+type Candidate<'r> = (&'r Rule, &'r PrincipalPattern, &'r str);
+
+/// How one SQL kind fared.
+enum Outcome<'r> {
+    /// Covered by rules; the most restrictive effect and the rules that have it.
+    Rules(Effect, Vec<&'r Rule>),
+    /// Uncovered session control (`transaction`/`set`) by a principal that may connect.
+    Session,
+    /// Nothing covers it.
+    DefaultDeny,
+}
+
+impl Outcome<'_> {
+    fn effect(&self) -> Effect {
+        match self {
+            Outcome::Rules(e, _) => *e,
+            Outcome::Session => Effect::Allow,
+            Outcome::DefaultDeny => Effect::Deny,
+        }
+    }
+}
+
+fn ids_and_approvers(rules: &[&Rule], effect: Effect) -> (Vec<String>, Vec<String>) {
+    let mut ids: Vec<String> = Vec::new();
+    let mut approvers: Vec<String> = Vec::new();
+    for r in rules {
+        if !ids.contains(&r.id) {
+            ids.push(r.id.clone());
+        }
+        if effect == Effect::Approve {
+            for a in &r.approvers {
+                if !approvers.contains(a) {
+                    approvers.push(a.clone());
+                }
+            }
+        }
+    }
+    (ids, approvers)
+}
+
+fn approval_reason(approvers: &[String], ids: &[String]) -> String {
+    let who = if approvers.is_empty() {
+        "an approver".to_string()
+    } else {
+        approvers.join(", ")
+    };
+    format!("requires approval by {who} ({})", rules_phrase(ids))
+}
+
+fn rules_phrase(ids: &[String]) -> String {
+    match ids {
+        [one] => format!("rule {one}"),
+        many => format!("rules {}", many.join(", ")),
+    }
+}
+
+fn explain_http(
+    p: &Principal,
+    connection: &str,
+    method: &str,
+    path: &str,
+    candidates: &[Candidate<'_>],
+) -> Explanation {
+    let mut matched = Vec::new();
+    let mut covering: Vec<&Rule> = Vec::new();
+    for (r, pp, conn) in candidates {
+        let why = match &r.http {
+            Some(pats) => match pats
+                .iter()
+                .find(|pat| http_pattern_matches(pat, method, path))
+            {
+                Some(pat) => format!("principal {pp}, connection {conn}, request {pat}"),
+                None => continue,
+            },
+            None if r.sql.is_none() => format!("principal {pp}, connection {conn}, any action"),
+            None => continue,
+        };
+        covering.push(r);
+        matched.push(MatchedRule {
+            id: r.id.clone(),
+            effect: r.effect,
+            why,
+        });
+    }
+    let decision = match covering.iter().map(|r| r.effect).max() {
+        None => Decision::deny(format!(
+            "no rule allows `{} {}` on connection `{connection}` for {}",
+            method.to_ascii_uppercase(),
+            strip_query(path),
+            p.id
+        )),
+        Some(effect) => {
+            let winners: Vec<&Rule> = covering
+                .into_iter()
+                .filter(|r| r.effect == effect)
+                .collect();
+            let (rules, approvers) = ids_and_approvers(&winners, effect);
+            let reason = match effect {
+                Effect::Allow => format!("allowed by {}", rules_phrase(&rules)),
+                Effect::Deny => format!("denied by {}", rules_phrase(&rules)),
+                Effect::Approve => approval_reason(&approvers, &rules),
+            };
+            Decision {
+                effect,
+                rules,
+                reason,
+                approvers,
+            }
+        }
+    };
+    Explanation { decision, matched }
+}
+
+fn strip_query(path: &str) -> &str {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    &path[..end]
+}
+
+/// Check an `http` pattern (`"METHOD /path/glob"`) for `warden config check`.
+pub fn validate_http_pattern(pattern: &str) -> Result<(), String> {
+    let Some((m, glob)) = pattern.trim().split_once(' ') else {
+        return Err(format!(
+            "http pattern `{pattern}` must look like `GET /path/**` (METHOD, space, path)"
+        ));
+    };
+    let m = m.trim();
+    if m != "*" && (m.is_empty() || !m.chars().all(|c| c.is_ascii_alphabetic())) {
+        return Err(format!(
+            "http pattern `{pattern}`: method `{m}` must be a word like GET, or `*`"
+        ));
+    }
+    if !glob.trim().starts_with('/') {
+        return Err(format!(
+            "http pattern `{pattern}`: the path must start with `/`"
+        ));
+    }
+    Ok(())
+}
+
+/// Does `"METHOD /glob"` match the request? `*` matches within one path segment, `**` any
+/// number of segments (including none); the query string is ignored; empty segments are
+/// ignored. Paths with dot segments (`.`/`..`), backslashes or percent-encoded `/`, `\` or
+/// `.` never match a pattern: the upstream may resolve them to somewhere the glob did not mean.
+pub fn http_pattern_matches(pattern: &str, method: &str, path: &str) -> bool {
+    let Some((pm, glob)) = pattern.trim().split_once(' ') else {
+        return false;
+    };
+    let pm = pm.trim();
+    if pm != "*" && !pm.eq_ignore_ascii_case(method.trim()) {
+        return false;
+    }
+    let path = strip_query(path);
+    if !path.starts_with('/') || path.contains('\\') {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%2e") {
+        return false;
+    }
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if segs.iter().any(|s| *s == "." || *s == "..") {
+        return false;
+    }
+    let pats: Vec<&str> = glob.trim().split('/').filter(|s| !s.is_empty()).collect();
+    match_segments(&pats, &segs)
+}
+
+/// `pats` against `segs`, `**` spanning any number of segments (dynamic programming,
+/// O(pats × segs), no backtracking blow-up).
+fn match_segments(pats: &[&str], segs: &[&str]) -> bool {
+    let (np, ns) = (pats.len(), segs.len());
+    // dp[i][j]: pats[i..] matches segs[j..]
+    let mut dp = vec![vec![false; ns + 1]; np + 1];
+    dp[np][ns] = true;
+    for i in (0..np).rev() {
+        for j in (0..=ns).rev() {
+            dp[i][j] = if pats[i] == "**" {
+                dp[i + 1][j] || (j < ns && dp[i][j + 1])
+            } else {
+                j < ns && segment_matches(pats[i], segs[j]) && dp[i + 1][j + 1]
+            };
+        }
+    }
+    dp[0][0]
+}
+
+/// Glob within one segment: `*` matches any run of characters (greedy with one backtrack point).
+fn segment_matches(pat: &str, seg: &str) -> bool {
+    let p: Vec<char> = pat.chars().collect();
+    let s: Vec<char> = seg.chars().collect();
+    let (mut pi, mut si) = (0usize, 0usize);
+    let (mut star, mut mark) = (None::<usize>, 0usize);
+    while si < s.len() {
+        if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+impl Rule {
+    /// The first of this rule's principal patterns that names `p`.
+    pub fn principal_match(&self, p: &Principal) -> Option<&PrincipalPattern> {
+        self.principals.iter().find(|pp| pp.matches(p))
+    }
+    /// The connection entry (`name` or `*`) that names `connection`.
+    pub fn connection_match(&self, connection: &str) -> Option<&str> {
+        self.connections
+            .iter()
+            .find(|c| c.as_str() == connection || c.as_str() == "*")
+            .map(String::as_str)
+    }
+    /// Does this rule speak about SQL kind `k`? A rule without `sql`/`http` keys covers
+    /// every action on its connections, except `unparsed`, which must be named.
+    pub fn covers_sql(&self, k: SqlKind) -> bool {
+        match (&self.sql, &self.http) {
+            (Some(kinds), _) => kinds.contains(&k),
+            (None, None) => k != SqlKind::Unparsed,
+            (None, Some(_)) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::{Dialect, classify_one};
+    use proptest::prelude::*;
+    use warden_core::{AuthInfo, AuthMethod};
+
+    fn principal(id: &str, groups: &[&str]) -> Principal {
+        Principal {
+            id: id.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            auth: AuthInfo {
+                method: AuthMethod::WardenKey,
+                issuer: None,
+                subject: None,
+            },
+            on_behalf_of: None,
+        }
+    }
+
+    fn rule(
+        id: &str,
+        principals: &[&str],
+        conns: &[&str],
+        sql: Option<&[&str]>,
+        effect: Effect,
+    ) -> Rule {
+        Rule {
+            id: id.into(),
+            principals: principals
+                .iter()
+                .map(|p| PrincipalPattern::parse(p).unwrap())
+                .collect(),
+            connections: conns.iter().map(|c| c.to_string()).collect(),
+            sql: sql.map(|ks| ks.iter().map(|k| SqlKind::parse(k).unwrap()).collect()),
+            http: None,
+            effect,
+            approvers: if effect == Effect::Approve {
+                vec!["group:dba".into()]
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    /// The PRODUCT.md example policy plus a few extra rules.
+    fn policy() -> Policy {
+        Policy::new(vec![
+            rule(
+                "agents-read-orders",
+                &["group:agents"],
+                &["orders"],
+                Some(&["select"]),
+                Effect::Allow,
+            ),
+            rule(
+                "agent-writes-need-a-dba",
+                &["group:agents"],
+                &["orders"],
+                Some(&["insert", "update", "delete", "ddl"]),
+                Effect::Approve,
+            ),
+            rule(
+                "no-ddl",
+                &["agent:rogue"],
+                &["*"],
+                Some(&["ddl", "dcl"]),
+                Effect::Deny,
+            ),
+            rule(
+                "admin-all",
+                &["user:admin"],
+                &["orders"],
+                None,
+                Effect::Allow,
+            ),
+            rule(
+                "etl-copy",
+                &["agent:etl"],
+                &["orders"],
+                Some(&["copy", "select", "explain"]),
+                Effect::Allow,
+            ),
+            rule(
+                "raw",
+                &["user:admin"],
+                &["orders"],
+                Some(&["unparsed"]),
+                Effect::Approve,
+            ),
+            Rule {
+                http: Some(vec![
+                    "GET /invoices/**".into(),
+                    "post /invoices/*/notes".into(),
+                ]),
+                ..rule(
+                    "read-invoices",
+                    &["group:agents"],
+                    &["billing"],
+                    None,
+                    Effect::Allow,
+                )
+            },
+        ])
+    }
+
+    fn decide_sql(p: &Principal, conn: &str, sql: &str) -> Decision {
+        let info = classify_one(sql, Dialect::Postgres);
+        policy().decide(p, conn, &ActionClass::Sql(&info))
+    }
+
+    #[test]
+    fn principal_patterns() {
+        assert_eq!(PrincipalPattern::parse("*"), Ok(PrincipalPattern::Any));
+        assert_eq!(
+            PrincipalPattern::parse("group:dba"),
+            Ok(PrincipalPattern::Group("dba".into()))
+        );
+        assert_eq!(
+            PrincipalPattern::parse("agent:x"),
+            Ok(PrincipalPattern::Id("agent:x".into()))
+        );
+        assert_eq!(
+            PrincipalPattern::parse("user:alice@corp"),
+            Ok(PrincipalPattern::Id("user:alice@corp".into()))
+        );
+        for bad in ["", "dba", "team:x", "group:", "agent:a b", "**"] {
+            let e = PrincipalPattern::parse(bad).unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        let agent = principal("agent:bot", &["agents"]);
+        let rogue = principal("agent:rogue", &["agents"]);
+        let admin = principal("user:admin", &[]);
+        let etl = principal("agent:etl", &[]);
+        let nobody = principal("agent:nobody", &["other"]);
+        use Effect::*;
+        // (principal, connection, sql, effect, rule ids, reason fragment)
+        let rows: Vec<(&Principal, &str, &str, Effect, &[&str], &str)> = vec![
+            (
+                &agent,
+                "orders",
+                "SELECT * FROM orders",
+                Allow,
+                &["agents-read-orders"],
+                "allowed by rule agents-read-orders",
+            ),
+            (
+                &agent,
+                "orders",
+                "select 1",
+                Allow,
+                &["agents-read-orders"],
+                "allowed by rule",
+            ),
+            (
+                &agent,
+                "orders",
+                "DELETE FROM orders WHERE id = 1",
+                Approve,
+                &["agent-writes-need-a-dba"],
+                "requires approval by group:dba (rule agent-writes-need-a-dba)",
+            ),
+            (
+                &agent,
+                "orders",
+                "WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d",
+                Approve,
+                &["agent-writes-need-a-dba"],
+                "approval",
+            ),
+            (
+                &agent,
+                "orders",
+                "EXPLAIN ANALYZE DELETE FROM orders",
+                Deny,
+                &[],
+                "no rule allows `explain`",
+            ),
+            (
+                &etl,
+                "orders",
+                "EXPLAIN ANALYZE DELETE FROM orders",
+                Deny,
+                &[],
+                "no rule allows `delete`",
+            ),
+            (
+                &etl,
+                "orders",
+                "EXPLAIN DELETE FROM orders",
+                Allow,
+                &["etl-copy"],
+                "allowed by rule etl-copy",
+            ),
+            (
+                &etl,
+                "orders",
+                "COPY orders FROM STDIN",
+                Allow,
+                &["etl-copy"],
+                "allowed",
+            ),
+            (
+                &agent,
+                "orders",
+                "COPY orders FROM STDIN",
+                Deny,
+                &[],
+                "no rule allows `copy` on connection `orders` for agent:bot",
+            ),
+            (
+                &etl,
+                "orders",
+                "COPY (DELETE FROM orders RETURNING *) TO STDOUT",
+                Deny,
+                &[],
+                "`delete`",
+            ),
+            (
+                &agent,
+                "orders",
+                "SET warden.purpose = 'ticket 1'",
+                Allow,
+                &[],
+                "session control statements are allowed",
+            ),
+            (&agent, "orders", "BEGIN", Allow, &[], "session control"),
+            (&agent, "orders", "COMMIT", Allow, &[], "session control"),
+            (
+                &agent,
+                "orders",
+                "SET ROLE postgres",
+                Deny,
+                &[],
+                "no rule allows `dcl`",
+            ),
+            (
+                &nobody,
+                "orders",
+                "BEGIN",
+                Deny,
+                &[],
+                "no rule allows `transaction`",
+            ),
+            (&nobody, "orders", "SELECT 1", Deny, &[], "for agent:nobody"),
+            (
+                &agent,
+                "billing",
+                "SELECT 1",
+                Deny,
+                &[],
+                "connection `billing`",
+            ),
+            (
+                &agent,
+                "orders",
+                "DO $$ BEGIN DELETE FROM orders; END $$",
+                Deny,
+                &[],
+                "could not be parsed",
+            ),
+            (
+                &admin,
+                "orders",
+                "DO $$ BEGIN NULL; END $$",
+                Approve,
+                &["raw"],
+                "requires approval",
+            ),
+            (
+                &admin,
+                "orders",
+                "DROP TABLE orders",
+                Allow,
+                &["admin-all"],
+                "allowed by rule admin-all",
+            ),
+            (
+                &rogue,
+                "orders",
+                "SELECT 1",
+                Allow,
+                &["agents-read-orders"],
+                "allowed",
+            ),
+            (
+                &rogue,
+                "orders",
+                "CREATE TABLE x AS SELECT * FROM orders",
+                Deny,
+                &["no-ddl"],
+                "denied by rule no-ddl",
+            ),
+            (
+                &rogue,
+                "orders",
+                "SELECT * INTO x FROM orders",
+                Deny,
+                &["no-ddl"],
+                "denied by rule no-ddl",
+            ),
+            (
+                &rogue,
+                "orders",
+                "GRANT ALL ON orders TO public",
+                Deny,
+                &["no-ddl"],
+                "denied by rule no-ddl",
+            ),
+            (
+                &agent,
+                "orders",
+                "INSERT INTO orders SELECT * FROM orders",
+                Approve,
+                &["agent-writes-need-a-dba"],
+                "approval",
+            ),
+            (
+                &agent,
+                "orders",
+                "TRUNCATE orders",
+                Approve,
+                &["agent-writes-need-a-dba"],
+                "approval",
+            ),
+            (
+                &agent,
+                "orders",
+                "MERGE INTO orders o USING s ON o.id = s.id WHEN MATCHED THEN DELETE",
+                Deny,
+                &[],
+                "`merge`",
+            ),
+            (&agent, "orders", "CALL refresh()", Deny, &[], "`call`"),
+            (&agent, "orders", "LISTEN ch", Deny, &[], "`other`"),
+            (&agent, "orders", "", Allow, &[], "empty statement"),
+            (
+                &agent,
+                "orders",
+                "-- just a comment",
+                Allow,
+                &[],
+                "empty statement",
+            ),
+            (
+                &agent,
+                "orders",
+                "SELECT 1; DROP TABLE orders",
+                Approve,
+                &["agent-writes-need-a-dba"],
+                "approval",
+            ),
+            (
+                &agent,
+                "orders",
+                "SELECT 1; GRANT ALL ON orders TO public",
+                Deny,
+                &[],
+                "`dcl`",
+            ),
+            (
+                &agent,
+                "orders",
+                "DECLARE \"c\" CURSOR WITHOUT HOLD FOR SELECT * FROM orders",
+                Allow,
+                &["agents-read-orders"],
+                "allowed",
+            ),
+            (
+                &agent,
+                "orders",
+                "FETCH FORWARD 10 FROM \"c\"",
+                Allow,
+                &["agents-read-orders"],
+                "allowed",
+            ),
+            (
+                &agent,
+                "orders",
+                "PREPARE p AS DELETE FROM orders",
+                Approve,
+                &["agent-writes-need-a-dba"],
+                "approval",
+            ),
+            (
+                &agent,
+                "orders",
+                "SELECT pg_sleep(10)",
+                Allow,
+                &["agents-read-orders"],
+                "allowed",
+            ),
+        ];
+        assert!(rows.len() >= 25);
+        for (p, conn, sql, effect, ids, reason) in rows {
+            let d = decide_sql(p, conn, sql);
+            assert_eq!(d.effect, effect, "{sql} for {}: {d:?}", p.id);
+            assert_eq!(
+                d.rules,
+                ids.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "{sql}: {d:?}"
+            );
+            assert!(
+                d.reason.contains(reason),
+                "{sql}: reason {:?} lacks {reason:?}",
+                d.reason
+            );
+            if effect == Approve {
+                assert_eq!(d.approvers, vec!["group:dba".to_string()], "{sql}");
+            } else {
+                assert!(d.approvers.is_empty(), "{sql}");
+            }
+        }
+    }
+
+    #[test]
+    fn unparsed_reason_names_the_error() {
+        let d = decide_sql(
+            &principal("agent:bot", &["agents"]),
+            "orders",
+            "DO $$ BEGIN END $$",
+        );
+        assert_eq!(d.effect, Effect::Deny);
+        assert!(
+            d.reason.starts_with("statement could not be parsed ("),
+            "{}",
+            d.reason
+        );
+        assert!(
+            d.reason
+                .ends_with("Warden does not forward statements it cannot classify")
+        );
+    }
+
+    #[test]
+    fn deny_rule_beats_allow_and_approve() {
+        let p = principal("agent:x", &["a", "b"]);
+        let pol = Policy::new(vec![
+            rule(
+                "allow",
+                &["group:a"],
+                &["db"],
+                Some(&["select", "delete"]),
+                Effect::Allow,
+            ),
+            rule(
+                "approve",
+                &["group:b"],
+                &["db"],
+                Some(&["delete"]),
+                Effect::Approve,
+            ),
+            rule(
+                "deny",
+                &["agent:x"],
+                &["*"],
+                Some(&["delete"]),
+                Effect::Deny,
+            ),
+        ]);
+        let info = classify_one("DELETE FROM t WHERE a IN (SELECT 1)", Dialect::Postgres);
+        let e = pol.explain(&p, "db", &ActionClass::Sql(&info));
+        assert_eq!(e.decision.effect, Effect::Deny);
+        assert_eq!(e.decision.rules, vec!["deny".to_string()]);
+        assert_eq!(e.decision.reason, "denied by rule deny");
+        assert_eq!(e.matched.len(), 3);
+        assert_eq!(
+            e.matched[0].why,
+            "principal group:a, connection db, kind select, delete"
+        );
+        assert_eq!(
+            e.matched[2].why,
+            "principal agent:x, connection *, kind delete"
+        );
+        // Without the deny rule: approve wins over allow.
+        let pol = Policy::new(pol.rules()[..2].to_vec());
+        let d = pol.decide(&p, "db", &ActionClass::Sql(&info));
+        assert_eq!(d.effect, Effect::Approve);
+        assert_eq!(d.rules, vec!["approve".to_string()]);
+    }
+
+    #[test]
+    fn explicit_session_rules_override_the_default() {
+        let p = principal("agent:x", &[]);
+        let pol = Policy::new(vec![
+            rule(
+                "read",
+                &["agent:x"],
+                &["db"],
+                Some(&["select"]),
+                Effect::Allow,
+            ),
+            rule("no-set", &["*"], &["db"], Some(&["set"]), Effect::Deny),
+        ]);
+        let set = classify_one("SET search_path = evil", Dialect::Postgres);
+        assert_eq!(
+            pol.decide(&p, "db", &ActionClass::Sql(&set)).effect,
+            Effect::Deny
+        );
+        let begin = classify_one("BEGIN", Dialect::Postgres);
+        assert_eq!(
+            pol.decide(&p, "db", &ActionClass::Sql(&begin)).effect,
+            Effect::Allow
+        );
+        // A deny-only policy gives no access to the connection, so no session control either.
+        let pol = Policy::new(vec![rule(
+            "deny",
+            &["*"],
+            &["db"],
+            Some(&["select"]),
+            Effect::Deny,
+        )]);
+        assert!(!pol.may_connect(&p, "db"));
+        assert_eq!(
+            pol.decide(&p, "db", &ActionClass::Sql(&begin)).effect,
+            Effect::Deny
+        );
+    }
+
+    #[test]
+    fn may_connect() {
+        let pol = policy();
+        assert!(pol.may_connect(&principal("agent:a", &["agents"]), "orders"));
+        assert!(pol.may_connect(&principal("agent:a", &["agents"]), "billing"));
+        assert!(!pol.may_connect(&principal("agent:a", &["agents"]), "payroll"));
+        assert!(!pol.may_connect(&principal("agent:a", &["nope"]), "orders"));
+        assert!(
+            !pol.may_connect(&principal("agent:rogue", &[]), "orders"),
+            "deny rules grant nothing"
+        );
+        assert!(!Policy::default().may_connect(&principal("agent:a", &[]), "orders"));
+    }
+
+    #[test]
+    fn http_rules() {
+        let pol = policy();
+        let a = principal("agent:a", &["agents"]);
+        let http = |m: &'static str, path: &'static str| ActionClass::Http { method: m, path };
+        let cases: &[(&str, &str, &str, Effect)] = &[
+            ("billing", "GET", "/invoices", Effect::Allow),
+            ("billing", "get", "/invoices/42", Effect::Allow),
+            ("billing", "GET", "/invoices/42/lines?x=1", Effect::Allow),
+            ("billing", "GET", "/invoices/", Effect::Allow),
+            ("billing", "POST", "/invoices/42/notes", Effect::Allow),
+            ("billing", "POST", "/invoices/42/lines", Effect::Deny),
+            ("billing", "POST", "/invoices/42/x/notes", Effect::Deny),
+            ("billing", "DELETE", "/invoices/42", Effect::Deny),
+            ("billing", "GET", "/customers", Effect::Deny),
+            ("billing", "GET", "/invoices/../admin", Effect::Deny),
+            ("billing", "GET", "/invoices/%2e%2e/admin", Effect::Deny),
+            ("billing", "GET", "/invoicesX", Effect::Deny),
+            ("orders", "GET", "/invoices/1", Effect::Deny),
+        ];
+        for (conn, m, path, eff) in cases {
+            let d = pol.decide(&a, conn, &http(m, path));
+            assert_eq!(d.effect, *eff, "{m} {path} on {conn}: {d:?}");
+            if *eff == Effect::Deny {
+                assert!(d.reason.starts_with("no rule allows"), "{}", d.reason);
+            } else {
+                assert_eq!(d.reason, "allowed by rule read-invoices");
+            }
+        }
+        // A rule without sql/http keys covers HTTP too; a sql-only rule does not.
+        let admin = principal("user:admin", &[]);
+        assert_eq!(
+            pol.decide(&admin, "orders", &http("PUT", "/x")).effect,
+            Effect::Allow
+        );
+        let etl = principal("agent:etl", &[]);
+        assert_eq!(
+            pol.decide(&etl, "orders", &http("GET", "/x")).effect,
+            Effect::Deny
+        );
+    }
+
+    #[test]
+    fn http_globs() {
+        assert!(http_pattern_matches("* /**", "PATCH", "/"));
+        assert!(http_pattern_matches("GET /a/*/c", "GET", "/a/b/c"));
+        assert!(http_pattern_matches("GET /a/**/c", "GET", "/a/c"));
+        assert!(http_pattern_matches("GET /a/**/c", "GET", "/a/x/y/c"));
+        assert!(http_pattern_matches("GET /a/v*.json", "GET", "/a/v1.json"));
+        assert!(!http_pattern_matches("GET /a/*", "GET", "/a/b/c"));
+        assert!(!http_pattern_matches("GET /a/*", "GET", "/a"));
+        assert!(!http_pattern_matches("GET/a", "GET", "/a"));
+        assert!(validate_http_pattern("GET /invoices/**").is_ok());
+        assert!(validate_http_pattern("GET invoices").is_err());
+        assert!(validate_http_pattern("/invoices").is_err());
+    }
+
+    fn arb_kind() -> impl Strategy<Value = SqlKind> {
+        proptest::sample::select(SqlKind::ALL.to_vec())
+    }
+
+    fn arb_name() -> impl Strategy<Value = String> {
+        "[a-z][a-z0-9_]{0,6}"
+    }
+
+    fn arb_rule() -> impl Strategy<Value = Rule> {
+        (
+            arb_name(),
+            proptest::collection::vec(
+                prop_oneof![
+                    arb_name().prop_map(|n| format!("agent:{n}")),
+                    arb_name().prop_map(|n| format!("user:{n}")),
+                    arb_name().prop_map(|n| format!("group:{n}")),
+                ],
+                1..3,
+            ),
+            proptest::collection::vec(prop_oneof![arb_name(), Just("*".to_string())], 1..3),
+            proptest::option::of(proptest::collection::vec(arb_kind(), 0..5)),
+            proptest::sample::select(vec![Effect::Allow, Effect::Approve, Effect::Deny]),
+        )
+            .prop_map(|(id, ps, cs, sql, effect)| Rule {
+                id,
+                principals: ps
+                    .iter()
+                    .map(|p| PrincipalPattern::parse(p).unwrap())
+                    .collect(),
+                connections: cs,
+                sql,
+                http: None,
+                effect,
+                approvers: vec!["group:dba".into()],
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn empty_policy_denies(
+            name in arb_name(),
+            groups in proptest::collection::vec(arb_name(), 0..3),
+            conn in arb_name(),
+            kinds in proptest::collection::btree_set(arb_kind(), 1..5),
+        ) {
+            let p = principal(&format!("agent:{name}"), &groups.iter().map(String::as_str).collect::<Vec<_>>());
+            let info = StatementInfo { kinds, ..Default::default() };
+            let d = Policy::default().decide(&p, &conn, &ActionClass::Sql(&info));
+            prop_assert_eq!(d.effect, Effect::Deny);
+            prop_assert!(d.rules.is_empty());
+            let d = Policy::default().decide(&p, &conn, &ActionClass::Http { method: "GET", path: "/" });
+            prop_assert_eq!(d.effect, Effect::Deny);
+        }
+
+        #[test]
+        fn rules_for_someone_else_deny(
+            name in arb_name(),
+            conn in arb_name(),
+            kinds in proptest::collection::btree_set(arb_kind(), 0..5),
+            rules in proptest::collection::vec(arb_rule(), 0..6),
+        ) {
+            // The principal's id and group use a prefix no generated rule names.
+            let p = principal(&format!("agent:zz-{name}"), &["zz-group"]);
+            let empty = kinds.is_empty();
+            let info = StatementInfo { kinds, ..Default::default() };
+            let pol = Policy::new(rules);
+            let d = pol.decide(&p, &conn, &ActionClass::Sql(&info));
+            if empty {
+                prop_assert_eq!(d.effect, Effect::Allow);
+                prop_assert_eq!(d.reason, "empty statement");
+            } else {
+                prop_assert_eq!(d.effect, Effect::Deny);
+                prop_assert!(d.rules.is_empty());
+            }
+            prop_assert!(!pol.may_connect(&p, &conn));
+        }
+
+        #[test]
+        fn effect_is_the_max_over_kinds(
+            rules in proptest::collection::vec(arb_rule(), 0..6),
+            kinds in proptest::collection::btree_set(arb_kind(), 1..5),
+        ) {
+            // Everyone matches via `*` principals: rebuild rules to name the principal.
+            let p = principal("agent:me", &[]);
+            let rules: Vec<Rule> = rules.into_iter().map(|mut r| {
+                r.principals = vec![PrincipalPattern::Any];
+                r.connections = vec!["db".into()];
+                r
+            }).collect();
+            let pol = Policy::new(rules);
+            let whole = pol.decide(&p, "db", &ActionClass::Sql(&StatementInfo { kinds: kinds.clone(), ..Default::default() }));
+            let per_kind = kinds.iter().map(|k| {
+                let one = StatementInfo { kinds: [*k].into(), ..Default::default() };
+                pol.decide(&p, "db", &ActionClass::Sql(&one)).effect
+            }).max().unwrap();
+            prop_assert_eq!(whole.effect, per_kind);
+        }
     }
 }
