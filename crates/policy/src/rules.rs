@@ -638,7 +638,15 @@ mod tests {
         let nobody = principal("agent:nobody", &["other"]);
         use Effect::*;
         // (principal, connection, sql, effect, rule ids, reason fragment)
-        let rows: Vec<(&Principal, &str, &str, Effect, &[&str], &str)> = vec![
+        type Row<'a> = (
+            &'a Principal,
+            &'a str,
+            &'a str,
+            Effect,
+            &'a [&'a str],
+            &'a str,
+        );
+        let rows: Vec<Row<'_>> = vec![
             (
                 &agent,
                 "orders",

@@ -372,7 +372,8 @@ pub fn classify(sql: &str, dialect: Dialect) -> Vec<StatementInfo> {
 }
 
 /// Classify exactly one statement's text. If the text holds several statements, the result
-/// is their union (kinds, tables, functions; the first parse error and `SET`).
+/// is their union (kinds, tables, functions; the first parse error and `SET`): an
+/// unparsable piece adds `unparsed` without hiding the kinds of the others.
 pub fn classify_one(stmt: &str, dialect: Dialect) -> StatementInfo {
     let pieces = classify(stmt, dialect);
     let mut info = StatementInfo {
@@ -394,12 +395,6 @@ pub fn classify_one(stmt: &str, dialect: Dialect) -> StatementInfo {
         if info.parse_error.is_none() {
             info.parse_error = p.parse_error;
         }
-    }
-    if info.parse_error.is_some() {
-        // Never hand out tables/functions from a partially understood text.
-        info.kinds = BTreeSet::from([SqlKind::Unparsed]);
-        info.tables.clear();
-        info.functions.clear();
     }
     info
 }
@@ -555,15 +550,13 @@ fn fallback(text: &str) -> Option<StatementInfo> {
         ..Default::default()
     };
     match (kw(0), kw(1)) {
-        (Some("prepare"), Some("transaction")) if lw.len() == 3 && is_quoted(&words[2]) => {
+        (Some("prepare"), Some("transaction")) if lw.len() == 3 && is_quoted(words[2]) => {
             Some(mk(SqlKind::Transaction))
         }
-        (Some("commit" | "rollback"), Some("prepared"))
-            if lw.len() == 3 && is_quoted(&words[2]) =>
-        {
+        (Some("commit" | "rollback"), Some("prepared")) if lw.len() == 3 && is_quoted(words[2]) => {
             Some(mk(SqlKind::Transaction))
         }
-        (Some("table"), Some(_)) if lw.len() == 2 && valid_dotted_name(&words[1]) => {
+        (Some("table"), Some(_)) if lw.len() == 2 && valid_dotted_name(words[1]) => {
             let mut info = mk(SqlKind::Select);
             info.tables.push(words[1].to_string());
             Some(info)
@@ -718,8 +711,8 @@ struct Walker {
     cte_names: Vec<String>,
     unfiltered: bool,
     set_var: Option<(String, String)>,
-    /// > 0 while inside a statement whose children do not execute (plain EXPLAIN,
-    /// CREATE VIEW / FUNCTION / RULE / TRIGGER bodies).
+    /// Non-zero while inside a statement whose children do not execute (plain
+    /// `EXPLAIN`, `CREATE VIEW` / `FUNCTION` / `RULE` / `TRIGGER` bodies).
     suppress: usize,
     /// A table-valued function name that the relation visitor must not count as a table.
     skip_relation: Option<ObjectName>,
@@ -1081,5 +1074,369 @@ impl Visitor for Walker {
             self.add_function(&f.name);
         }
         ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SqlKind::*;
+    use proptest::prelude::*;
+
+    fn kinds(sql: &str) -> Vec<SqlKind> {
+        classify_one(sql, Dialect::Postgres)
+            .kinds
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn split_basic() {
+        assert_eq!(
+            split_statements("SELECT 1; SELECT 2;"),
+            vec!["SELECT 1", "SELECT 2"]
+        );
+        assert_eq!(split_statements("  ;; ; "), Vec::<&str>::new());
+        assert_eq!(split_statements(""), Vec::<&str>::new());
+        assert_eq!(split_statements("-- c\n; /* x; */ ;"), Vec::<&str>::new());
+        assert_eq!(
+            split_statements("SELECT ';' ; SELECT 'it''s;'"),
+            vec!["SELECT ';'", "SELECT 'it''s;'"]
+        );
+        assert_eq!(
+            split_statements("SELECT E'\\';'; SELECT 2"),
+            vec!["SELECT E'\\';'", "SELECT 2"]
+        );
+        // Without E, a backslash does not escape (standard_conforming_strings).
+        assert_eq!(
+            split_statements("SELECT 'a\\'; SELECT 2"),
+            vec!["SELECT 'a\\'", "SELECT 2"]
+        );
+        assert_eq!(
+            split_statements("SELECT \"a;b\"; SELECT 2"),
+            vec!["SELECT \"a;b\"", "SELECT 2"]
+        );
+        assert_eq!(
+            split_statements("DO $$ BEGIN x; y; END $$; SELECT $tag$ ; $$ ; $tag$"),
+            vec!["DO $$ BEGIN x; y; END $$", "SELECT $tag$ ; $$ ; $tag$"]
+        );
+        assert_eq!(
+            split_statements("SELECT $1; SELECT a$b$c"),
+            vec!["SELECT $1", "SELECT a$b$c"]
+        );
+        assert_eq!(
+            split_statements("SELECT 1 -- x; y\n; SELECT 2"),
+            vec!["SELECT 1 -- x; y", "SELECT 2"]
+        );
+        assert_eq!(
+            split_statements("SELECT /* a /* b; */ c; */ 1; SELECT 2"),
+            vec!["SELECT /* a /* b; */ c; */ 1", "SELECT 2"]
+        );
+        // Unterminated constructs run to the end.
+        assert_eq!(
+            split_statements("SELECT 'abc; DELETE FROM t"),
+            vec!["SELECT 'abc; DELETE FROM t"]
+        );
+        assert_eq!(
+            split_statements("SELECT $x$ abc; DELETE"),
+            vec!["SELECT $x$ abc; DELETE"]
+        );
+        assert_eq!(
+            split_statements("SELECT 1 /* ; DELETE"),
+            vec!["SELECT 1 /* ; DELETE"]
+        );
+        assert_eq!(
+            split_statements("SELECT 'é;ü'; SELECT 'ß'"),
+            vec!["SELECT 'é;ü'", "SELECT 'ß'"]
+        );
+    }
+
+    #[test]
+    fn split_mysql() {
+        let s = |q| split_statements_dialect(q, Dialect::MySql);
+        assert_eq!(
+            s("SELECT 'a\\'; b'; SELECT 2"),
+            vec!["SELECT 'a\\'; b'", "SELECT 2"]
+        );
+        assert_eq!(
+            s("SELECT `a;b` # c; d\n; SELECT 2"),
+            vec!["SELECT `a;b` # c; d", "SELECT 2"]
+        );
+        assert_eq!(s("SELECT $$; SELECT 2"), vec!["SELECT $$", "SELECT 2"]);
+        // A MySQL executable comment is never silently dropped.
+        let infos = classify("/*!50000 DELETE FROM t */", Dialect::MySql);
+        assert_eq!(infos.len(), 1);
+        assert_eq!(infos[0].kinds, BTreeSet::from([Unparsed]));
+    }
+
+    #[test]
+    fn classification_table() {
+        let rows: &[(&str, &[SqlKind])] = &[
+            ("SELECT 1", &[Select]),
+            ("select * from t where a = 1", &[Select]),
+            ("VALUES (1), (2)", &[Select]),
+            ("TABLE t", &[Select]),
+            (
+                "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+                &[Select, Delete],
+            ),
+            (
+                "WITH u AS (UPDATE t SET a = 1 WHERE b RETURNING *) SELECT 1",
+                &[Select, Update],
+            ),
+            (
+                "WITH i AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM i",
+                &[Select, Insert],
+            ),
+            ("EXPLAIN ANALYZE DELETE FROM t", &[Delete, Explain]),
+            (
+                "EXPLAIN (ANALYZE, BUFFERS) UPDATE t SET a = 1",
+                &[Update, Explain],
+            ),
+            ("EXPLAIN (ANALYZE off) UPDATE t SET a = 1", &[Explain]),
+            ("EXPLAIN DELETE FROM t", &[Explain]),
+            ("COPY t FROM STDIN", &[Copy]),
+            ("COPY t (a, b) FROM STDIN WITH (FORMAT csv)", &[Copy]),
+            ("COPY (SELECT * FROM t) TO STDOUT", &[Select, Copy]),
+            ("CREATE TABLE x AS SELECT * FROM t", &[Select, Ddl]),
+            ("SELECT * INTO x FROM t", &[Select, Ddl]),
+            ("INSERT INTO t SELECT * FROM u", &[Select, Insert]),
+            ("INSERT INTO t VALUES (1)", &[Insert]),
+            (
+                "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET a = 2",
+                &[Insert],
+            ),
+            ("UPDATE t SET a = 1 WHERE id = 2", &[Update]),
+            ("DELETE FROM t WHERE id = 2", &[Delete]),
+            (
+                "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+                &[Merge],
+            ),
+            ("CALL p(1)", &[Call]),
+            ("TRUNCATE t", &[Delete, Ddl]),
+            ("CREATE TABLE t (a int)", &[Ddl]),
+            ("CREATE VIEW v AS SELECT * FROM t", &[Ddl]),
+            (
+                "CREATE MATERIALIZED VIEW v AS SELECT * FROM t",
+                &[Select, Ddl],
+            ),
+            ("ALTER TABLE t ADD COLUMN b int", &[Ddl]),
+            ("DROP TABLE t", &[Ddl]),
+            ("CREATE INDEX i ON t (a)", &[Ddl]),
+            ("COMMENT ON TABLE t IS 'x'", &[Ddl]),
+            (
+                "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1 $$ LANGUAGE sql",
+                &[Ddl],
+            ),
+            ("GRANT SELECT ON t TO bob", &[Dcl]),
+            ("REVOKE SELECT ON t FROM bob", &[Dcl]),
+            ("CREATE ROLE bob", &[Dcl]),
+            ("CREATE USER bob WITH PASSWORD 'x'", &[Dcl]),
+            ("ALTER ROLE bob WITH SUPERUSER", &[Dcl]),
+            ("DROP ROLE bob", &[Dcl]),
+            ("SET ROLE admin", &[Dcl]),
+            ("SET SESSION AUTHORIZATION admin", &[Dcl]),
+            ("BEGIN", &[Transaction]),
+            (
+                "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                &[Transaction],
+            ),
+            ("COMMIT", &[Transaction]),
+            ("ROLLBACK", &[Transaction]),
+            ("SAVEPOINT s", &[Transaction]),
+            ("RELEASE SAVEPOINT s", &[Transaction]),
+            ("ROLLBACK TO SAVEPOINT s", &[Transaction]),
+            ("SET TRANSACTION READ ONLY", &[Transaction]),
+            ("PREPARE TRANSACTION 'x'", &[Transaction]),
+            ("COMMIT PREPARED 'x'", &[Transaction]),
+            ("SET search_path TO public", &[Set]),
+            ("SET warden.purpose = 'x'", &[Set]),
+            ("SHOW search_path", &[Set]),
+            ("RESET ALL", &[Set]),
+            ("DISCARD ALL", &[Set]),
+            ("DEALLOCATE ALL", &[Set]),
+            ("LISTEN ch", &[Other]),
+            ("NOTIFY ch", &[Other]),
+            ("VACUUM t", &[Other]),
+            ("VACUUM ANALYZE t", &[Other]),
+            ("ANALYZE t", &[Other]),
+            ("LOCK TABLE t IN ACCESS EXCLUSIVE MODE", &[Other]),
+            ("EXECUTE p(1)", &[Other]),
+            ("PREPARE p AS DELETE FROM t WHERE id = $1", &[Delete]),
+            (
+                "DECLARE \"c\" CURSOR WITHOUT HOLD FOR SELECT * FROM t",
+                &[Select],
+            ),
+            ("FETCH FORWARD 100 FROM \"c\"", &[Select]),
+            ("CLOSE c", &[Select]),
+            ("MOVE FORWARD 5 IN c", &[Select]),
+            ("DO $$ BEGIN DELETE FROM t; END $$", &[Unparsed]),
+            ("SELEKT 1", &[Unparsed]),
+            ("SELECT 'unterminated", &[Unparsed]),
+            ("SELECT 1; DELETE FROM t", &[Select, Delete]),
+            ("DELETE FROM t; DO $$ BEGIN END $$", &[Delete, Unparsed]),
+            ("", &[]),
+            ("/* only a comment */", &[]),
+        ];
+        for (sql, want) in rows {
+            assert_eq!(kinds(sql), want.to_vec(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn details() {
+        let i = classify_one("SET warden.purpose = 'ticket 42'", Dialect::Postgres);
+        assert_eq!(
+            i.set_var,
+            Some(("warden.purpose".into(), "ticket 42".into()))
+        );
+        let i = classify_one("SET SESSION Warden.Purpose TO 'it''s'", Dialect::Postgres);
+        assert_eq!(i.set_var, Some(("warden.purpose".into(), "it's".into())));
+        let i = classify_one("SET LOCAL statement_timeout = 5000", Dialect::Postgres);
+        assert_eq!(i.set_var, Some(("statement_timeout".into(), "5000".into())));
+        assert_eq!(i.kinds, BTreeSet::from([Set]));
+
+        let i = classify_one(
+            "SELECT pg_sleep(1), PG_TERMINATE_BACKEND(2) FROM s.t JOIN u ON true",
+            Dialect::Postgres,
+        );
+        assert_eq!(i.functions, vec!["pg_sleep", "pg_terminate_backend"]);
+        assert_eq!(i.tables, vec!["s.t", "u"]);
+        assert_eq!(i.kinds, BTreeSet::from([Select]));
+
+        let i = classify_one(
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d, t",
+            Dialect::Postgres,
+        );
+        assert_eq!(i.tables, vec!["t"], "CTE names are not tables");
+        assert!(i.unfiltered_write);
+
+        assert!(classify_one("UPDATE t SET a = 1", Dialect::Postgres).unfiltered_write);
+        assert!(classify_one("DELETE FROM t USING u", Dialect::Postgres).unfiltered_write);
+        assert!(
+            !classify_one("DELETE FROM t USING u WHERE t.id = u.id", Dialect::Postgres)
+                .unfiltered_write
+        );
+        assert!(!classify_one("EXPLAIN DELETE FROM t", Dialect::Postgres).unfiltered_write);
+        assert!(classify_one("SELECT 1; UPDATE t SET a = 2", Dialect::Postgres).unfiltered_write);
+
+        let i = classify_one("SELECT * FROM generate_series(1, 3)", Dialect::Postgres);
+        assert_eq!(i.functions, vec!["generate_series"]);
+        assert!(i.tables.is_empty());
+
+        let i = classify_one("DO $$ BEGIN END $$", Dialect::Postgres);
+        assert!(i.parse_error.is_some());
+        assert!(i.tables.is_empty() && i.functions.is_empty());
+    }
+
+    #[test]
+    fn classify_keeps_exact_text() {
+        let infos = classify(
+            "  SELECT 1 ;\n  delete FROM t WHERE x = ';'  ; -- bye",
+            Dialect::Postgres,
+        );
+        assert_eq!(infos.len(), 2);
+        assert_eq!(infos[0].text, "SELECT 1");
+        assert_eq!(infos[1].text, "delete FROM t WHERE x = ';'");
+        assert_eq!(infos[1].kinds, BTreeSet::from([Delete]));
+        assert!(classify(" ; -- nothing", Dialect::Postgres).is_empty());
+    }
+
+    #[test]
+    fn backslash_string_cannot_hide_a_statement() {
+        // PostgreSQL (standard_conforming_strings = on) runs the DELETE here.
+        let infos = classify("SELECT 'a\\'; DELETE FROM t; --'", Dialect::Postgres);
+        assert!(infos.iter().any(|i| i.kinds.contains(&Delete)), "{infos:?}");
+    }
+
+    #[test]
+    fn mysql_dialect() {
+        let k = |s| {
+            classify_one(s, Dialect::MySql)
+                .kinds
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(k("SELECT * FROM `t`"), vec![Select]);
+        assert_eq!(k("SHOW TABLES"), vec![Set]);
+        assert_eq!(k("USE db"), vec![Set]);
+        assert_eq!(k("DELETE FROM t"), vec![Delete]);
+    }
+
+    #[test]
+    fn too_long_or_too_deep_is_unparsed_not_a_crash() {
+        let long = format!("SELECT '{}'", "x".repeat(MAX_PARSE_BYTES));
+        let i = classify_one(&long, Dialect::Postgres);
+        assert_eq!(i.kinds, BTreeSet::from([Unparsed]));
+        assert!(i.parse_error.unwrap().contains("longer than"));
+
+        let nested = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert_eq!(kinds(&nested), vec![Unparsed]);
+        let sub = format!(
+            "SELECT * FROM {}t{}",
+            "(SELECT * FROM ".repeat(1000),
+            ")".repeat(1000)
+        );
+        assert_eq!(kinds(&sub), vec![Unparsed]);
+        let chain = format!("SELECT {}1", "1+".repeat(100_000));
+        assert_eq!(kinds(&chain), vec![Unparsed]);
+        let unions = format!("SELECT 1{}", " UNION SELECT 1".repeat(50_000));
+        assert_eq!(kinds(&unions), vec![Unparsed]);
+    }
+
+    #[test]
+    fn chains_below_the_limit_fit_a_small_stack() {
+        // Tokio worker threads have 2 MiB; leave half for the caller.
+        let n = MAX_CHAIN_TOKENS - 1;
+        let shapes = vec![
+            format!("SELECT {}1", "1+".repeat(n)),
+            format!("SELECT 1{}", " UNION SELECT 1".repeat(n)),
+            format!("SELECT x{}", "::int".repeat(n)),
+            format!("SELECT x{}", " IS NULL".repeat(n)),
+            format!("SELECT a{}", "->'a'".repeat(n)),
+        ];
+        for s in shapes {
+            let h = std::thread::Builder::new()
+                .stack_size(1024 * 1024)
+                .spawn(move || classify_one(&s, Dialect::Postgres).kinds)
+                .unwrap();
+            assert_eq!(h.join().unwrap(), BTreeSet::from([Select]));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn split_never_panics(s in any::<String>()) {
+            let pieces = split_statements(&s);
+            for p in &pieces {
+                prop_assert!(!p.is_empty());
+                prop_assert_eq!(p.trim(), *p);
+            }
+            let _ = split_statements_dialect(&s, Dialect::MySql);
+        }
+
+        #[test]
+        fn split_never_panics_on_sqlish(s in "([a-z ;'\"$\\\\/*E\\-\n]|\\$\\$|\\$t\\$|--|/\\*|\\*/|E')*") {
+            let _ = split_statements(&s);
+            let _ = classify(&s, Dialect::Postgres);
+            let _ = classify(&s, Dialect::MySql);
+        }
+
+        #[test]
+        fn split_covers_all_content_without_quotes(s in "[a-z0-9 ;,()=\n\t]*") {
+            let pieces = split_statements(&s);
+            let joined: String = pieces.concat().chars().filter(|c| !c.is_whitespace()).collect();
+            let expected: String = s.chars().filter(|c| !c.is_whitespace() && *c != ';').collect();
+            prop_assert_eq!(joined, expected);
+            for p in pieces {
+                prop_assert!(!p.contains(';'));
+            }
+        }
+
+        #[test]
+        fn classify_never_panics(s in any::<String>()) {
+            let _ = classify(&s, Dialect::Postgres);
+            let _ = classify_one(&s, Dialect::MySql);
+        }
     }
 }
