@@ -570,7 +570,7 @@ pub fn write_ssl_request(buf: &mut BytesMut) {
 }
 
 pub fn write_cancel(buf: &mut BytesMut, pid: i32, secret: &[u8]) {
-    buf.put_i32(8 + secret.len() as i32);
+    buf.put_i32(12 + secret.len() as i32);
     buf.put_i32(CANCEL_REQUEST);
     buf.put_i32(pid);
     buf.put_slice(secret);

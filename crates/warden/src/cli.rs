@@ -186,7 +186,16 @@ enum Format {
 }
 
 fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
-    Config::load(&arg.config).map_err(|errs| {
+    report(arg, Config::load(&arg.config))
+}
+
+/// For keys/audit: the store is all they need, so unset connection secrets are fine.
+fn load_offline(arg: &ConfigArg) -> anyhow::Result<Config> {
+    report(arg, Config::load_offline(&arg.config))
+}
+
+fn report(arg: &ConfigArg, r: Result<Config, Vec<ConfigError>>) -> anyhow::Result<Config> {
+    r.map_err(|errs| {
         let mut msg = format!("{} has {} problem(s):", arg.config.display(), errs.len());
         for e in &errs {
             msg.push_str(&format!("\n  {e}"));
@@ -236,7 +245,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sql,
             http,
         }) => {
-            let cfg = load_config(&config)?;
+            let cfg = load_offline(&config)?;
             policy_check(
                 &cfg,
                 &principal,
@@ -279,7 +288,7 @@ fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                     ))
                 }
             };
-            let cfg = load_config(&config)?;
+            let cfg = load_offline(&config)?;
             let store = open_store(&cfg)?;
             let key = warden_identity::generate_key(&principal, &groups, expires_at.clone());
             store.insert_key(&key.record)?;
@@ -300,7 +309,7 @@ fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         KeysCmd::List { config, format } => {
-            let cfg = load_config(&config)?;
+            let cfg = load_offline(&config)?;
             let store = open_store(&cfg)?;
             let now = time::OffsetDateTime::now_utc();
             let keys = store.list_keys()?;
@@ -364,7 +373,7 @@ fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         KeysCmd::Revoke { config, id } => {
-            let cfg = load_config(&config)?;
+            let cfg = load_offline(&config)?;
             let store = open_store(&cfg)?;
             let id = id.trim_start_matches("wk_").to_string();
             if store.revoke_key(&id, &warden_core::time_fmt::now_rfc3339())? {
@@ -409,7 +418,7 @@ fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
                 let all: Vec<&str> = RecordKind::ALL.iter().map(|k| k.as_str()).collect();
                 bail!("unknown kind `{k}`; known: {}", all.join(", "));
             }
-            let cfg = load_config(&config)?;
+            let cfg = load_offline(&config)?;
             let store = open_store(&cfg)?;
             let filter = RecordFilter {
                 since: normalize_time(&since)?,
@@ -460,7 +469,7 @@ fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCmd::Verify { config } => {
-            let cfg = load_config(&config)?;
+            let cfg = load_offline(&config)?;
             let store = open_store(&cfg)?;
             let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let report = store.verify(&mut |done, total| {

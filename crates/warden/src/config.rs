@@ -155,6 +155,10 @@ pub struct Config {
 struct Ctx<'a> {
     text: &'a str,
     errors: Vec<ConfigError>,
+    /// Offline commands (keys, audit) do not need connection secrets: a missing
+    /// environment variable expands to "" instead of being an error.
+    lenient_env: bool,
+    env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Ctx<'_> {
@@ -197,10 +201,11 @@ impl Ctx<'_> {
                             Some((n, d)) => (n, Some(d)),
                             None => (inner, None),
                         };
-                        match (std::env::var(name), default) {
-                            (Ok(val), _) => out.push_str(&val),
-                            (Err(_), Some(d)) => out.push_str(d),
-                            (Err(_), None) => {
+                        match ((self.env)(name), default) {
+                            (Some(val), _) => out.push_str(&val),
+                            (None, Some(d)) => out.push_str(d),
+                            (None, None) if self.lenient_env => {}
+                            (None, None) => {
                                 self.err(
                                     key,
                                     Some(v.span()),
@@ -257,6 +262,15 @@ fn check_listen(
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        Self::load_with(path, false)
+    }
+
+    /// For commands that only touch the store: connection secrets may be unset.
+    pub fn load_offline(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        Self::load_with(path, true)
+    }
+
+    fn load_with(path: &Path, lenient_env: bool) -> Result<Config, Vec<ConfigError>> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             vec![ConfigError {
                 key: path.display().to_string(),
@@ -270,10 +284,32 @@ impl Config {
         } else {
             base
         };
-        Self::parse(&text, path, &base)
+        Self::parse_with(&text, path, &base, lenient_env, &|n| std::env::var(n).ok())
     }
 
+    /// Parse with an explicit environment (tests).
+    #[cfg(test)]
+    pub fn parse_env(
+        text: &str,
+        path: &Path,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<ConfigError>> {
+        Self::parse_with(text, path, base_dir, false, env)
+    }
+
+    #[cfg(test)]
     pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
+        Self::parse_with(text, path, base_dir, false, &|n| std::env::var(n).ok())
+    }
+
+    fn parse_with(
+        text: &str,
+        path: &Path,
+        base_dir: &Path,
+        lenient_env: bool,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<ConfigError>> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| {
                 text[..s.start.min(text.len())]
@@ -288,13 +324,13 @@ impl Config {
                 message: e.message().to_string(),
             }]
         })?;
-        let mut ctx = Ctx {
-            text,
-            errors: Vec::new(),
-        };
+        let mut ctx = Ctx { text, errors: Vec::new(), lenient_env, env };
         let resolve = |p: &str| -> PathBuf {
             let p = PathBuf::from(p);
-            if p.is_absolute() { p } else { base_dir.join(p) }
+            let joined = if p.is_absolute() { p } else { base_dir.join(p) };
+            // `./a/./b` → `a/b`: paths are shown to people in messages.
+            let clean: PathBuf = joined.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
+            if clean.as_os_str().is_empty() { PathBuf::from(".") } else { clean }
         };
 
         // [gateway]
@@ -686,14 +722,13 @@ mod tests {
 
     #[test]
     fn accepts_the_product_example_as_written() {
-        // SAFETY of env mutation: single-threaded test setup of unique names.
-        unsafe {
-            std::env::set_var("ORDERS_DB_PASSWORD", "s3cret");
-            std::env::set_var("BILLING_TOKEN", "tok");
-        }
+        let env = |n: &str| match n {
+            "ORDERS_DB_PASSWORD" => Some("s3cret".to_string()),
+            "BILLING_TOKEN" => Some("tok".to_string()),
+            _ => None,
+        };
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path()).unwrap();
-        let cfg = Config::parse(PRODUCT_EXAMPLE, Path::new("warden.toml"), dir.path()).unwrap();
+        let cfg = Config::parse_env(PRODUCT_EXAMPLE, Path::new("warden.toml"), dir.path(), &env).unwrap();
         assert_eq!(cfg.connections.len(), 2);
         assert_eq!(cfg.connections[0].password.as_deref(), Some("s3cret"));
         assert_eq!(

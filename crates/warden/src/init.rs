@@ -123,10 +123,11 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
 mod tests {
     #[test]
     fn starter_config_is_valid() {
-        unsafe { std::env::set_var("ORDERS_DB_PASSWORD", "x") };
         let dir = tempfile::tempdir().unwrap();
         super::init(dir.path(), false).unwrap();
-        let cfg = crate::config::Config::load(&dir.path().join("warden.toml")).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("warden.toml")).unwrap();
+        let env = |n: &str| (n == "ORDERS_DB_PASSWORD").then(|| "x".to_string());
+        let cfg = crate::config::Config::parse_env(&text, &dir.path().join("warden.toml"), dir.path(), &env).unwrap();
         assert_eq!(cfg.connections.len(), 1);
         assert!(dir.path().join("warden-data/signing.key").exists());
         assert!(
