@@ -401,20 +401,42 @@ async fn on_client_frame(
                 st.portals.remove(b.portal);
                 return Ok(Step::Continue);
             }
-            if let Some(stmt) = stmt {
-                if st.portals.len() >= MAX_TRACKED && !st.portals.contains_key(b.portal) {
-                    return Err(format!("more than {MAX_TRACKED} portals in one session"));
-                }
-                st.portals.insert(
-                    b.portal.to_string(),
-                    Portal {
-                        stmt,
-                        params: b.params,
-                    },
-                );
-            } else {
+            let Some(stmt) = stmt else {
+                // A statement Warden never saw parsed (e.g. created with SQL PREPARE, or
+                // already closed): it cannot be classified here, so executing it through
+                // Bind would escape policy and evidence. Refused in place (fail closed).
+                let decision = Decision::deny(format!(
+                    "prepared statement \"{}\" was not prepared with Parse in this session, so Warden cannot classify it",
+                    b.statement
+                ));
+                let action = ActionInfo {
+                    kind: "sql".into(),
+                    text: format!("<bind of statement \"{}\">", b.statement),
+                    params: b.params,
+                    ..Default::default()
+                };
+                session.record_denied(action, &decision, None).await;
+                let n = nonce();
+                let (message, hint) = denial_text(&decision);
+                lock(shared).add_denial(Denial {
+                    nonce: n.clone(),
+                    message,
+                    hint,
+                });
+                codec::write_bind_missing(out, &n);
                 st.portals.remove(b.portal);
+                return Ok(Step::Continue);
+            };
+            if st.portals.len() >= MAX_TRACKED && !st.portals.contains_key(b.portal) {
+                return Err(format!("more than {MAX_TRACKED} portals in one session"));
             }
+            st.portals.insert(
+                b.portal.to_string(),
+                Portal {
+                    stmt,
+                    params: b.params,
+                },
+            );
             out.extend_from_slice(frame);
         }
         b'E' => {
@@ -452,8 +474,6 @@ async fn on_client_frame(
         }
         b'S' => {
             lock(shared).inflight.push_back(Pending::Boundary);
-            // Unnamed portals do not survive the end of a transaction; named ones may
-            // (WITH HOLD cursors), so only the unnamed one is forgotten here.
             out.extend_from_slice(frame);
         }
         b'H' => out.extend_from_slice(frame),
