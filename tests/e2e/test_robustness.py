@@ -231,3 +231,29 @@ def test_oversized_frame_during_auth_gets_error_and_is_recorded(warden):
              or len(warden.audit(kind="auth.failed")) > before_af,
              what="a protocol.error or auth.failed record for the oversized frame")
     still_serves(warden)
+
+
+def test_slow_consumer_backpressure_bounded_memory(warden):
+    # A client that asks for a large result and then stops reading: Warden must apply
+    # backpressure (stop reading the upstream), not buffer the result in memory.
+    rss_before = warden.vm_rss_kb()
+    s = raw_login(warden, warden.keys["reporter"].secret)
+    with s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        q = b"select g, repeat(md5(g::text), 8) from generate_series(1, 3000000) g\0"
+        s.sendall(b"Q" + struct.pack("!i", len(q) + 4) + q)
+        time.sleep(4)  # do not read: the result (~900 MB on the wire) must not pile up
+        rss_stalled = warden.vm_rss_kb()
+        print(f"\nwarden VmRSS before {rss_before} kB, with a stalled 3M-row reader {rss_stalled} kB")
+        assert rss_stalled - rss_before < 100 * 1024, (rss_before, rss_stalled)
+    # closing mid-result ends the session and Warden keeps serving
+    still_serves(warden)
+
+
+def test_secrets_not_in_gateway_log(warden):
+    from conftest import ORDERS_PW
+    log = warden.log.read_text()
+    assert ORDERS_PW not in log
+    for k in warden.keys.values():
+        assert k.secret not in log
+        assert k.secret.split("_")[-1] not in log
