@@ -40,23 +40,31 @@ def mint(sub: str, groups: str = "", act: str = "", exp_secs: int = 600, aud: st
     return r.stdout.strip()
 
 
-def make_cert(dirpath: Path, name: str) -> tuple[Path, Path]:
+def make_ca_and_cert(dirpath: Path, name: str) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for localhost/127.0.0.1 signed by it (webpki refuses
+    a self-signed certificate used directly as the server's)."""
     require_tool("openssl")
-    crt, key = dirpath / f"{name}.crt", dirpath / f"{name}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(crt)],
-        check=True, capture_output=True, timeout=60,
-    )
-    return crt, key
+    ca_crt, ca_key = dirpath / f"{name}-ca.crt", dirpath / f"{name}-ca.key"
+    crt, key, csr = dirpath / f"{name}.crt", dirpath / f"{name}.key", dirpath / f"{name}.csr"
+    ext = dirpath / f"{name}.ext"
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                   "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    run = lambda *a: subprocess.run(list(a), check=True, capture_output=True, timeout=60)
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", f"/CN={name} test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", str(ca_key), "-out", str(ca_crt))
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+        "-keyout", str(key), "-out", str(csr))
+    run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt))
+    return ca_crt, crt, key
 
 
 @pytest.fixture(scope="module")
 def tls_pg(pg):
     """Turn on TLS in the shared PostgreSQL (plain connections keep working)."""
     tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-pgtls-"))
-    crt, key = make_cert(tmp, "server")
+    ca, crt, key = make_ca_and_cert(tmp, "server")
     dst_crt, dst_key = pg.datadir / "server.crt", pg.datadir / "server.key"
     shutil.copy(crt, dst_crt)
     shutil.copy(key, dst_key)
@@ -66,8 +74,8 @@ def tls_pg(pg):
             shutil.chown(p, "postgres", "postgres")
     pg.admin_psql("alter system set ssl = on")
     pg.admin_psql("select pg_reload_conf()")
-    other_crt, _ = make_cert(tmp, "unrelated")
-    yield {"ca": crt, "unrelated_ca": other_crt}
+    other_ca, _, _ = make_ca_and_cert(tmp, "unrelated")
+    yield {"ca": ca, "unrelated_ca": other_ca}
     pg.admin_psql("alter system set ssl = off")
     pg.admin_psql("select pg_reload_conf()")
     shutil.rmtree(tmp, ignore_errors=True)
