@@ -4,19 +4,35 @@
 //! - [`ledger`]: the append path — one writer thread, group commit, fail closed.
 //! - [`sqlite`]: the embedded default backend (WAL).
 //! - [`keys`]: key records (hashed; never the secret).
+//! - [`merkle`]: RFC 6962 Merkle tree, inclusion and consistency proofs.
+//! - [`checkpoint`]: Ed25519-signed checkpoints over the Merkle root and chain head.
+//! - [`verify`]: full verification (chain, roots, signatures) naming the first problem.
+//! - [`bundle`]: offline evidence bundles (export, verify).
+//! - [`sessions`]: session summaries.
 //!
 //! The `Store` is the handle the gateway and CLI use.
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod chain;
+pub mod checkpoint;
 pub mod keys;
 pub mod ledger;
+pub mod merkle;
 pub mod query;
+pub mod sessions;
 pub mod sqlite;
+pub mod verify;
 
+pub use bundle::{BundleReport, ExportFilter, ExportSummary, verify_bundle};
+pub use checkpoint::{Checkpoint, PublicKey, Signer};
 pub use ledger::{Appended, Durability, Ledger, LedgerError};
 pub use query::{RecordFilter, VerifyProblem, VerifyReport};
+pub use sessions::{SessionFilter, SessionSummary};
 pub use sqlite::{Store, StoreError, StoreOptions};
+pub use verify::{EvidenceProblem, EvidenceReport, ProblemKind};
 
+#[cfg(test)]
+mod evidence_tests;
 #[cfg(test)]
 mod tests;

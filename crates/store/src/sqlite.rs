@@ -1,9 +1,10 @@
 //! SQLite backend: the embedded default store (WAL mode).
 //!
-//! Schema (version 1, kept in `PRAGMA user_version`):
+//! Schema (version 2, kept in `PRAGMA user_version`; version 1 lacked `checkpoints`):
 //! - `records`: one row per evidence record; `body` is the full record JSON (including
 //!   `hash`), the other columns are indexes derived from it and checked by [`Store::verify`].
 //! - `keys`: Warden key verifiers (never the secret).
+//! - `checkpoints`: signed Merkle checkpoints ([`crate::checkpoint`]).
 //!
 //! Every connection uses a busy timeout (5 s by default) so the CLI and a running gateway
 //! can share the file. Appends go through the single writer thread behind
@@ -17,13 +18,14 @@ use serde_json::Value;
 use warden_core::{EvidenceRecord, KeyRecord};
 
 use crate::chain;
+use crate::checkpoint::MerkleCache;
 use crate::keys::{INSERT_KEY_SQL, KEY_COLUMNS, key_from_row};
 use crate::ledger::{WriterConfig, genesis};
 use crate::query::VerifyProblem;
 use crate::{Durability, Ledger, RecordFilter, VerifyReport};
 
 /// Schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// Default time a connection waits for a lock held by another connection or process.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -59,6 +61,14 @@ CREATE TABLE IF NOT EXISTS keys (
     scram_server_key BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS keys_principal ON keys(principal);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    tree_size INTEGER PRIMARY KEY,
+    root TEXT NOT NULL,
+    head_hash TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    key_fingerprint TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
 ";
 
 /// How to open a [`Store`].
@@ -91,6 +101,8 @@ pub struct Store {
     conn: Mutex<Connection>,
     /// Started on the first call to [`Store::ledger`].
     ledger: OnceLock<Ledger>,
+    /// Merkle state of the last checkpoint this handle signed.
+    merkle: Mutex<MerkleCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +157,7 @@ impl Store {
             options,
             conn: Mutex::new(conn),
             ledger: OnceLock::new(),
+            merkle: Mutex::new(MerkleCache::default()),
         })
     }
 
@@ -177,6 +190,31 @@ impl Store {
         &self,
         filter: &RecordFilter,
         each: &mut dyn FnMut(EvidenceRecord) -> bool,
+    ) -> Result<u64, StoreError> {
+        let mut bad: Option<StoreError> = None;
+        let delivered = self.query_bodies(
+            filter,
+            &mut |seq, body| match serde_json::from_str::<EvidenceRecord>(&body) {
+                Ok(rec) => each(rec),
+                Err(e) => {
+                    bad = Some(StoreError::Sqlite(format!(
+                        "record {seq} is not a valid evidence record: {e}"
+                    )));
+                    false
+                }
+            },
+        )?;
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(delivered),
+        }
+    }
+
+    /// Like [`Store::query`], with each record's stored body (JSON text, as hashed) and seq.
+    pub fn query_bodies(
+        &self,
+        filter: &RecordFilter,
+        each: &mut dyn FnMut(u64, String) -> bool,
     ) -> Result<u64, StoreError> {
         let mut sql = String::from("SELECT seq, body FROM records WHERE 1=1");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
@@ -216,11 +254,8 @@ impl Store {
         while let Some(row) = rows.next()? {
             let seq: i64 = row.get(0)?;
             let body: String = row.get(1)?;
-            let rec: EvidenceRecord = serde_json::from_str(&body).map_err(|e| {
-                StoreError::Sqlite(format!("record {seq} is not a valid evidence record: {e}"))
-            })?;
             delivered += 1;
-            if !each(rec) {
+            if !each(seq as u64, body) {
                 break;
             }
         }
@@ -341,7 +376,7 @@ impl Store {
 
     /// A fresh connection for a long read, so that no lock is held while callers'
     /// callbacks run (they may use the store) and reads run in parallel.
-    fn reader(&self) -> Result<Connection, StoreError> {
+    pub(crate) fn reader(&self) -> Result<Connection, StoreError> {
         Ok(open_connection(
             &self.path,
             self.options.durability,
@@ -350,28 +385,34 @@ impl Store {
         )?)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn merkle_cache(&self) -> MutexGuard<'_, MerkleCache> {
+        self.merkle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-struct StoredRow {
-    seq: i64,
-    id: String,
-    ts: String,
-    kind: String,
-    session_id: Option<String>,
-    principal: Option<String>,
-    connection: Option<String>,
-    body: String,
-    prev_hash: String,
-    hash: String,
+pub(crate) struct StoredRow {
+    pub seq: i64,
+    pub id: String,
+    pub ts: String,
+    pub kind: String,
+    pub session_id: Option<String>,
+    pub principal: Option<String>,
+    pub connection: Option<String>,
+    pub body: String,
+    pub prev_hash: String,
+    pub hash: String,
 }
 
 /// Check one stored row against its predecessor (`prev_seq`, `prev_hash`).
-fn check_row(row: &StoredRow, prev_seq: u64, prev_hash: &str) -> Result<(), String> {
+pub(crate) fn check_row(row: &StoredRow, prev_seq: u64, prev_hash: &str) -> Result<(), String> {
     let seq = row.seq;
     let expected = prev_seq as i64 + 1;
     if seq > expected {
@@ -438,7 +479,7 @@ fn check_row(row: &StoredRow, prev_seq: u64, prev_hash: &str) -> Result<(), Stri
 
 /// Parse a time bound (RFC 3339; also a date or a span ago, as the CLI accepts) and write
 /// it the way records store `ts`, so that string comparison orders correctly.
-fn normalize_ts(s: &str) -> Result<String, StoreError> {
+pub(crate) fn normalize_ts(s: &str) -> Result<String, StoreError> {
     let t = warden_core::time_fmt::parse_time_arg(s).map_err(StoreError::Sqlite)?;
     Ok(warden_core::time_fmt::format_ts(t))
 }
