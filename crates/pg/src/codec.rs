@@ -257,13 +257,13 @@ pub fn parse_parse(body: &[u8]) -> Result<Parse<'_>, CodecError> {
     })
 }
 
-/// Bind (`B`): portal, statement, and the parameter values rendered for evidence.
+/// Bind (`B`): portal, statement, and the raw parameter values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind<'a> {
     pub portal: &'a str,
     pub statement: &'a str,
-    /// Each parameter: `None` for NULL; text-format values as text; binary as `\x<hex>`.
-    pub params: Vec<Option<String>>,
+    /// Each parameter: `None` for NULL, else (binary format?, bytes).
+    pub raw: Vec<Option<(bool, &'a [u8])>>,
 }
 
 /// Parameters longer than this are cut in evidence (with a marker saying how long they were).
@@ -284,11 +284,11 @@ pub fn parse_bind(body: &[u8]) -> Result<Bind<'_>, CodecError> {
             "Bind format count (must be 0, 1 or one per parameter)",
         ));
     }
-    let mut params = Vec::with_capacity(nparams);
+    let mut raw = Vec::with_capacity(nparams);
     for i in 0..nparams {
         let len = r.i32("Bind parameter length")?;
         if len == -1 {
-            params.push(None);
+            raw.push(None);
             continue;
         }
         if len < 0 {
@@ -300,17 +300,34 @@ pub fn parse_bind(body: &[u8]) -> Result<Bind<'_>, CodecError> {
             1 => formats[0] == 1,
             _ => formats[i] == 1,
         };
-        params.push(Some(render_param(v, binary)));
+        raw.push(Some((binary, v)));
     }
     // result format codes follow; not needed.
     Ok(Bind {
         portal,
         statement,
-        params,
+        raw,
     })
 }
 
-fn render_param(v: &[u8], binary: bool) -> String {
+impl Bind<'_> {
+    /// Parameters as evidence shows them: text values as text; binary values decoded
+    /// for common types (by the oids the Parse declared), else `\x<hex>`.
+    pub fn render_params(&self, types: &[u32]) -> Vec<Option<String>> {
+        self.raw
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.map(|(binary, v)| render_param(v, binary, types.get(i).copied().unwrap_or(0)))
+            })
+            .collect()
+    }
+}
+
+fn render_param(v: &[u8], binary: bool, oid: u32) -> String {
+    if binary && let Some(s) = decode_binary(v, oid) {
+        return s;
+    }
     let cut = v.len() > PARAM_EVIDENCE_CAP;
     let shown = &v[..v.len().min(PARAM_EVIDENCE_CAP)];
     let mut s = if binary {
@@ -327,6 +344,37 @@ fn render_param(v: &[u8], binary: bool) -> String {
         s.push_str(&format!("…[{} bytes]", v.len()));
     }
     s
+}
+
+/// Binary wire format of common types (PostgreSQL `*send` functions).
+fn decode_binary(v: &[u8], oid: u32) -> Option<String> {
+    Some(match (oid, v.len()) {
+        (16, 1) => (if v[0] != 0 { "true" } else { "false" }).to_string(),
+        (21, 2) => i16::from_be_bytes([v[0], v[1]]).to_string(),
+        (23, 4) => i32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string(),
+        (26, 4) => u32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string(),
+        (20, 8) => i64::from_be_bytes(v.try_into().ok()?).to_string(),
+        (700, 4) => f32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string(),
+        (701, 8) => f64::from_be_bytes(v.try_into().ok()?).to_string(),
+        (25 | 1043 | 1042 | 19 | 114 | 142, n) if n <= PARAM_EVIDENCE_CAP => {
+            std::str::from_utf8(v).ok()?.to_string()
+        }
+        (3802, n) if n >= 1 && n <= PARAM_EVIDENCE_CAP && v[0] == 1 => {
+            std::str::from_utf8(&v[1..]).ok()?.to_string()
+        }
+        (2950, 16) => {
+            let h: String = v.iter().map(|b| format!("{b:02x}")).collect();
+            format!(
+                "{}-{}-{}-{}-{}",
+                &h[0..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..32]
+            )
+        }
+        _ => return None,
+    })
 }
 
 /// Execute (`E`): portal and row limit.
@@ -663,7 +711,30 @@ mod tests {
         let bind = parse_bind(f.body).unwrap();
         assert_eq!(bind.portal, "p1");
         assert_eq!(bind.statement, "s1");
-        assert_eq!(bind.params, vec![Some("abc".to_string()), None]);
+        assert_eq!(
+            bind.render_params(&[]),
+            vec![Some("\\x616263".to_string()), None]
+        );
+        assert_eq!(
+            bind.render_params(&[25]),
+            vec![Some("abc".to_string()), None]
+        );
+    }
+
+    #[test]
+    fn binary_params_decoded_by_type() {
+        assert_eq!(render_param(&41i16.to_be_bytes(), true, 21), "41");
+        assert_eq!(render_param(&(-7i32).to_be_bytes(), true, 23), "-7");
+        assert_eq!(render_param(&1i64.to_be_bytes(), true, 20), "1");
+        assert_eq!(render_param(&1.5f64.to_be_bytes(), true, 701), "1.5");
+        assert_eq!(render_param(&[1], true, 16), "true");
+        assert_eq!(
+            render_param(&[0; 16], true, 2950),
+            "00000000-0000-0000-0000-000000000000"
+        );
+        // wrong length for the type falls back to hex
+        assert_eq!(render_param(&[0, 1, 2], true, 23), "\\x000102");
+        assert_eq!(render_param(b"41", false, 23), "41");
     }
 
     #[test]

@@ -84,6 +84,8 @@ impl Shared {
 struct Prepared {
     info: StatementInfo,
     decision: Decision,
+    /// Parameter type oids declared by the Parse (0 = let the server infer).
+    param_types: Vec<u32>,
 }
 
 struct Portal {
@@ -381,8 +383,15 @@ async fn on_client_frame(
             } else {
                 out.extend_from_slice(frame);
             }
-            st.statements
-                .insert(p.name.to_string(), Arc::new(Prepared { info, decision }));
+            let param_types = p.param_types.clone();
+            st.statements.insert(
+                p.name.to_string(),
+                Arc::new(Prepared {
+                    info,
+                    decision,
+                    param_types,
+                }),
+            );
         }
         b'B' => {
             let b = codec::parse_bind(body).map_err(|e| e.to_string())?;
@@ -412,7 +421,7 @@ async fn on_client_frame(
                 let action = ActionInfo {
                     kind: "sql".into(),
                     text: format!("<bind of statement \"{}\">", b.statement),
-                    params: b.params,
+                    params: b.render_params(&[]),
                     ..Default::default()
                 };
                 session.record_denied(action, &decision, None).await;
@@ -433,8 +442,8 @@ async fn on_client_frame(
             st.portals.insert(
                 b.portal.to_string(),
                 Portal {
+                    params: b.render_params(&stmt.param_types),
                     stmt,
-                    params: b.params,
                 },
             );
             out.extend_from_slice(frame);

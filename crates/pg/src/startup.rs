@@ -449,6 +449,23 @@ async fn establish(
             .await;
             return None;
         }
+        Err(AuthOutcome::Malformed(what)) => {
+            pipeline.record_protocol_error(
+                None,
+                Some(&database),
+                "postgres",
+                client,
+                &format!("during authentication: {what}"),
+            );
+            send_fatal(
+                &mut reader.stream,
+                "08P01",
+                &format!("invalid message during authentication: {what}"),
+                None,
+            )
+            .await;
+            return None;
+        }
         Err(AuthOutcome::Gone) => return None,
     };
 
@@ -574,7 +591,21 @@ async fn establish(
 
 enum AuthOutcome {
     Failed(String),
+    /// Malformed or oversized message: answered `08P01` and recorded as protocol.error.
+    Malformed(String),
     Gone,
+}
+
+/// Next frame during authentication: a bad frame is a protocol error, EOF is "gone".
+async fn auth_frame(reader: &mut FrameReader) -> Result<(u8, BytesMut), AuthOutcome> {
+    match reader.next_frame().await {
+        Ok(Some(f)) => Ok(f),
+        Ok(None) => Err(AuthOutcome::Gone),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Err(AuthOutcome::Malformed(e.to_string()))
+        }
+        Err(_) => Err(AuthOutcome::Gone),
+    }
 }
 
 async fn authenticate(
@@ -596,12 +627,7 @@ async fn authenticate(
                 .write_all(&out)
                 .await
                 .map_err(|_| AuthOutcome::Gone)?;
-            let (tag, body) = reader
-                .next_frame()
-                .await
-                .ok()
-                .flatten()
-                .ok_or(AuthOutcome::Gone)?;
+            let (tag, body) = auth_frame(reader).await?;
             if tag != b'p' {
                 return Err(AuthOutcome::Failed(format!(
                     "expected SASLInitialResponse, got {:?}",
@@ -636,12 +662,7 @@ async fn authenticate(
                 .write_all(&out)
                 .await
                 .map_err(|_| AuthOutcome::Gone)?;
-            let (tag, body) = reader
-                .next_frame()
-                .await
-                .ok()
-                .flatten()
-                .ok_or(AuthOutcome::Gone)?;
+            let (tag, body) = auth_frame(reader).await?;
             if tag != b'p' {
                 return Err(AuthOutcome::Failed(format!(
                     "expected SASLResponse, got {:?}",
@@ -670,12 +691,7 @@ async fn authenticate(
                 .write_all(&out)
                 .await
                 .map_err(|_| AuthOutcome::Gone)?;
-            let (tag, body) = reader
-                .next_frame()
-                .await
-                .ok()
-                .flatten()
-                .ok_or(AuthOutcome::Gone)?;
+            let (tag, body) = auth_frame(reader).await?;
             if tag != b'p' {
                 return Err(AuthOutcome::Failed(format!(
                     "expected PasswordMessage, got {:?}",
