@@ -10,12 +10,16 @@ use tokio_postgres::NoTls;
 async fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(conn_str), Some(scenario)) = (args.next(), args.next()) else {
-        eprintln!("usage: pg_probe \"host=... port=... user=... password=... dbname=...\" simple|extended|cancel|copy_out");
+        eprintln!(
+            "usage: pg_probe \"host=... port=... user=... password=... dbname=...\" simple|extended|cancel|copy_out"
+        );
         std::process::exit(2);
     };
     let out = match run(&conn_str, &scenario).await {
         Ok(v) => v,
-        Err(e) => json!({"ok": false, "error": e.to_string(), "sqlstate": e.code().map(|c| c.code().to_string())}),
+        Err(e) => {
+            json!({"ok": false, "error": e.to_string(), "sqlstate": e.code().map(|c| c.code().to_string())})
+        }
     };
     println!("{out}");
 }
@@ -61,7 +65,9 @@ async fn run(conn_str: &str, scenario: &str) -> Result<serde_json::Value, tokio_
             }
         }
         "copy_out" => {
-            let stream = client.copy_out("copy (select generate_series(1,1000)) to stdout").await?;
+            let stream = client
+                .copy_out("copy (select generate_series(1,1000)) to stdout")
+                .await?;
             futures_util::pin_mut!(stream);
             let (mut bytes, mut lines) = (0usize, 0usize);
             while let Some(chunk) = stream.next().await {
