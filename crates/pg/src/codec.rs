@@ -359,7 +359,7 @@ fn decode_binary(v: &[u8], oid: u32) -> Option<String> {
         (25 | 1043 | 1042 | 19 | 114 | 142, n) if n <= PARAM_EVIDENCE_CAP => {
             std::str::from_utf8(v).ok()?.to_string()
         }
-        (3802, n) if n >= 1 && n <= PARAM_EVIDENCE_CAP && v[0] == 1 => {
+        (3802, n) if (1..=PARAM_EVIDENCE_CAP).contains(&n) && v[0] == 1 => {
             std::str::from_utf8(&v[1..]).ok()?.to_string()
         }
         (2950, 16) => {
