@@ -40,7 +40,7 @@ pub struct ConfigArg {
         env = "WARDEN_CONFIG",
         default_value = "warden.toml"
     )]
-    config: PathBuf,
+    pub(crate) config: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -71,6 +71,12 @@ enum Command {
     /// Ask the policy engine what it would decide, without touching anything.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Export signed evidence bundles and verify them offline.
+    #[command(subcommand)]
+    Evidence(crate::evidence_cmd::EvidenceCmd),
+    /// List sessions and replay one (from the evidence store).
+    #[command(subcommand)]
+    Sessions(crate::evidence_cmd::SessionsCmd),
 }
 
 #[derive(Subcommand)]
@@ -146,11 +152,12 @@ enum AuditCmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Recompute the hash chain. Exit 0 when intact; 1 naming the first bad record.
-    Verify {
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    /// Recompute the hash chain, the Merkle root at every checkpoint and every checkpoint
+    /// signature. Exit 0 intact; 1 naming the first bad record and what is wrong; 2 usage
+    /// or I/O error.
+    Verify(crate::evidence_cmd::VerifyArgs),
+    /// Sign a checkpoint over every record now (the gateway also does it periodically).
+    Checkpoint(crate::evidence_cmd::CheckpointArgs),
 }
 
 #[derive(Subcommand)]
@@ -190,7 +197,7 @@ fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
 }
 
 /// For keys/audit: the store is all they need, so unset connection secrets are fine.
-fn load_offline(arg: &ConfigArg) -> anyhow::Result<Config> {
+pub(crate) fn load_offline(arg: &ConfigArg) -> anyhow::Result<Config> {
     report(arg, Config::load_offline(&arg.config))
 }
 
@@ -237,6 +244,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Keys(cmd) => keys(cmd),
         Command::Audit(cmd) => audit(cmd),
+        Command::Evidence(cmd) => crate::evidence_cmd::evidence(cmd),
+        Command::Sessions(cmd) => crate::evidence_cmd::sessions(cmd),
         Command::Policy(PolicyCmd::Check {
             config,
             principal,
@@ -347,8 +356,8 @@ fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                 Format::Table => {
                     writeln!(
                         out,
-                        "{:<14} {:<28} {:<20} {:<9} {}",
-                        "ID", "PRINCIPAL", "GROUPS", "STATE", "CREATED"
+                        "{:<14} {:<28} {:<20} {:<9} CREATED",
+                        "ID", "PRINCIPAL", "GROUPS", "STATE"
                     )?;
                     for k in keys {
                         let state = if k.revoked_at.is_some() {
@@ -440,8 +449,8 @@ fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
             } else if format == Format::Table {
                 writeln!(
                     out,
-                    "{:>6} {:<30} {:<16} {:<20} {:<10} {}",
-                    "SEQ", "TIME", "KIND", "PRINCIPAL", "CONNECTION", "WHAT"
+                    "{:>6} {:<30} {:<16} {:<20} {:<10} WHAT",
+                    "SEQ", "TIME", "KIND", "PRINCIPAL", "CONNECTION"
                 )?;
             }
             store.query(&filter, &mut |r| {
@@ -468,39 +477,8 @@ fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
             let _ = out.flush();
             Ok(ExitCode::SUCCESS)
         }
-        AuditCmd::Verify { config } => {
-            let cfg = load_offline(&config)?;
-            let store = open_store(&cfg)?;
-            let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let report = store.verify(&mut |done, total| {
-                if interactive {
-                    eprint!("\rverifying {done}/{total} records");
-                }
-            })?;
-            if interactive {
-                eprintln!();
-            }
-            match report.problem {
-                None => {
-                    println!(
-                        "OK: {} record(s), chain intact; head seq {} hash {}",
-                        report.records,
-                        report.head_seq,
-                        if report.head_hash.is_empty() {
-                            "-"
-                        } else {
-                            &report.head_hash
-                        }
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Some(p) => {
-                    println!("FAILED at seq {}: {}", p.seq, p.what);
-                    println!("({} record(s) verified before it)", report.records);
-                    Ok(ExitCode::from(1))
-                }
-            }
-        }
+        AuditCmd::Verify(args) => crate::evidence_cmd::audit_verify(args),
+        AuditCmd::Checkpoint(args) => crate::evidence_cmd::audit_checkpoint(args),
     }
 }
 

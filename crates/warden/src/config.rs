@@ -42,6 +42,8 @@ struct RawGateway {
     data_dir: Option<S>,
     store: Option<S>,
     durability: Option<S>,
+    checkpoint_interval: Option<S>,
+    signing_key: Option<S>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -142,6 +144,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub store_url: String,
     pub durability: Durability,
+    /// How often `serve` signs a checkpoint (when new records exist); default 60 s.
+    pub checkpoint_interval: std::time::Duration,
+    /// Ed25519 signing key (32-byte seed, hex); default `<data_dir>/signing.key`.
+    pub signing_key: PathBuf,
     pub postgres_listen: Option<String>,
     pub mysql_listen: Option<String>,
     pub http_listen: Option<String>,
@@ -367,6 +373,29 @@ impl Config {
                     Durability::Process
                 }
             },
+        };
+
+        let checkpoint_interval = match &raw.gateway.checkpoint_interval {
+            None => std::time::Duration::from_secs(60),
+            Some(s) => match warden_core::time_fmt::parse_duration(
+                &ctx.expand("gateway.checkpoint_interval", s),
+            ) {
+                Ok(d) if d.is_positive() => {
+                    std::time::Duration::from_secs(d.whole_seconds() as u64)
+                }
+                _ => {
+                    ctx.err(
+                        "gateway.checkpoint_interval",
+                        Some(s.span()),
+                        "use a positive duration like \"60s\", \"5m\"",
+                    );
+                    std::time::Duration::from_secs(60)
+                }
+            },
+        };
+        let signing_key = match &raw.gateway.signing_key {
+            Some(s) => resolve(&ctx.expand("gateway.signing_key", s)),
+            None => data_dir.join("signing.key"),
         };
 
         // [listeners]
@@ -699,6 +728,8 @@ impl Config {
                 data_dir,
                 store_url,
                 durability,
+                checkpoint_interval,
+                signing_key,
                 postgres_listen,
                 mysql_listen,
                 http_listen,

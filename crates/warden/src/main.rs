@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod evidence_cmd;
 mod init;
 mod serve;
 

@@ -64,6 +64,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         jwt,
     );
 
+    let checkpointer = crate::evidence_cmd::start_checkpointer(store.clone(), &cfg)?;
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     if let Some(addr) = &cfg.postgres_listen {
@@ -110,6 +112,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Err(e) = pipeline.ledger().flush().await {
         tracing::error!(error = %e, "final evidence flush failed");
     }
+    checkpointer.shutdown().await;
     Ok(())
 }
 
