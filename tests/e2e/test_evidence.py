@@ -1,0 +1,381 @@
+"""Verifiable evidence: signed checkpoints, `audit verify`, offline bundles (and the
+independent Python verifier), sessions list/replay, and crash safety under SIGKILL.
+
+Every test here runs its own Warden (own data dir) in front of the shared ``pg`` cluster.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    REPO,
+    Warden,
+    free_port,
+    run_warden,
+    start_warden,
+    stop_process,
+    wait_for,
+    write_config,
+)
+
+VERIFY_PY = REPO / "tools" / "verify_bundle.py"
+
+
+def make_warden(pg, tmp: Path, gateway_extra: str = "") -> Warden:
+    port = free_port()
+    cfg = write_config(tmp, pg.port, port, free_port())
+    text = cfg.read_text()
+    text = text.replace('[gateway]\ndata_dir = "./data"\n',
+                        '[gateway]\ndata_dir = "./data"\n' + gateway_extra, 1)
+    cfg.write_text(text)
+    r = run_warden(["config", "check", "--config", str(cfg)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
+    w.keys["reporter"] = w.create_key("agent:reporter", ["agents"])
+    w.keys["dana"] = w.create_key("user:dana", ["dba"])
+    w.proc, w.log = start_warden(cfg, port, tmp)
+    return w
+
+
+def checkpoints(w: Warden) -> list[tuple]:
+    with sqlite3.connect(str(w.tmp / "data" / "evidence.db")) as c:
+        return c.execute("select tree_size, root, key_fingerprint from checkpoints "
+                         "order by tree_size").fetchall()
+
+
+def head_seq(w: Warden) -> int:
+    with sqlite3.connect(str(w.tmp / "data" / "evidence.db")) as c:
+        return c.execute("select coalesce(max(seq), 0) from records").fetchone()[0]
+
+
+def py_verify(bundle: Path, pub: Path) -> tuple[int, str]:
+    r = subprocess.run([sys.executable, str(VERIFY_PY), str(bundle), "--public-key", str(pub)],
+                       capture_output=True, text=True, timeout=120)
+    return r.returncode, r.stdout + r.stderr
+
+
+def warden_verify_bundle(bundle: Path, pub: Path) -> tuple[int, str]:
+    r = run_warden(["evidence", "verify", str(bundle), "--public-key", str(pub)])
+    return r.returncode, r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def ew(pg):
+    tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-evidence-"))
+    w = make_warden(pg, tmp, 'checkpoint_interval = "1s"\n')
+    try:
+        yield w
+    finally:
+        stop_process(w.proc)
+        print(f"\n--- warden log tail ({w.log}) ---\n" + w.log.read_text()[-3000:])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def activity(ew):
+    """A few sessions: reads, a write, a denial, an error, by two principals."""
+    t = uuid.uuid4().hex[:8]
+    with ew.connect("reporter", autocommit=True) as conn:
+        cur = conn.cursor()
+        cur.execute(f"select id, name from items where id <= 3 /* {t}-a */")
+        assert len(cur.fetchall()) == 3
+        cur.execute(f"insert into big values (1, '{t}-b')")
+        with pytest.raises(Exception):
+            cur.execute(f"delete from big where payload = '{t}-c'")
+        with pytest.raises(Exception):
+            cur.execute(f"select no_such_column from items /* {t}-d */")
+    with ew.connect("dana", autocommit=True) as conn:
+        conn.execute(f"select count(*) from items /* {t}-e */").fetchone()
+    wait_for(lambda: any(t in ((r.get("action") or {}).get("text") or "")
+                         for r in ew.audit(principal="user:dana")),
+             what="dana's statement recorded")
+    return t
+
+
+def test_gateway_signs_checkpoints_with_its_key(ew, activity):
+    pub = ew.tmp / "data" / "signing.pub"
+    assert pub.exists() and (ew.tmp / "data" / "signing.key").exists(), \
+        "serve generates a signing key pair when none exists"
+    assert oct((ew.tmp / "data" / "signing.key").stat().st_mode & 0o777) == "0o600"
+    n = head_seq(ew)
+    cps = wait_for(lambda: [c for c in checkpoints(ew) if c[0] >= n], timeout=15,
+                   what="a periodic checkpoint covering the activity")
+    assert cps[0][2] == __import__("hashlib").sha256(bytes.fromhex(pub.read_text().strip())).hexdigest()
+    code, out = ew.verify()
+    assert code == 0, out
+    assert re.search(r"checkpoints: \d+ verified \(roots and signatures", out), out
+
+
+def test_export_verify_round_trip_and_independent_verifier(ew, activity, tmp_path):
+    pub = ew.tmp / "data" / "signing.pub"
+    out = tmp_path / "reporter.json"
+    r = run_warden(["evidence", "export", "--config", str(ew.config), "--since", "1h",
+                    "--until", "2099-01-01T00:00:00Z", "--principal", "agent:reporter",
+                    "--out", str(out)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    bundle = json.loads(out.read_text())
+    assert bundle["format"] == "warden-evidence-bundle/v1"
+    recs = bundle["records"]
+    assert recs and all(x["principal"]["id"] == "agent:reporter" for x in recs)
+    texts = " ".join((x.get("action") or {}).get("text", "") for x in recs)
+    for suffix in ("a", "b", "c", "d"):
+        assert f"{activity}-{suffix}" in texts, suffix
+    assert len(bundle["proofs"]) == len(recs)
+    assert bundle["manifest"]["record_count"] == len(recs)
+    assert bundle["checkpoint"]["tree_size"] >= recs[-1]["seq"]
+
+    code, text = warden_verify_bundle(out, pub)
+    assert code == 0 and text.startswith("OK:"), text
+    pcode, ptext = py_verify(out, pub)
+    assert pcode == 0 and ptext.startswith("OK:"), ptext
+    # Both name the same count and checkpoint.
+    assert re.search(r"OK: (\d+) record", text).group(1) == re.search(r"OK: (\d+) record", ptext).group(1)
+
+    # The whole chain, unfiltered: a contiguous run.
+    full = tmp_path / "all.json"
+    run_warden(["evidence", "export", "--config", str(ew.config), "--out", str(full)], check=True)
+    code, text = warden_verify_bundle(full, pub)
+    assert code == 0 and "contiguous" in text, text
+    assert py_verify(full, pub)[0] == 0
+
+    # Another key: both refuse.
+    other = tmp_path / "other.pub"
+    other.write_text("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\n")
+    assert warden_verify_bundle(out, other)[0] == 1
+    assert py_verify(out, other)[0] == 1
+
+
+def edits(data: bytes, bundle: dict) -> dict[str, bytes]:
+    text = data.decode()
+    rec = bundle["records"][0]
+    out = {}
+    arec = next(r for r in bundle["records"] if r.get("action"))
+    atext = arec["action"]["text"]
+    if atext:
+        out["statement text"] = text.replace(json.dumps(atext, ensure_ascii=False)[1:-1],
+                                             json.dumps(atext + " ", ensure_ascii=False)[1:-1], 1).encode()
+    out["record ts"] = text.replace(rec["ts"], rec["ts"].replace("Z", "Z "), 1).encode()
+    out["readme"] = text.replace("This is a Warden", "This is a warden", 1).encode()
+    out["created_at"] = text.replace('"created_at":"2', '"created_at":"1', 1).encode()
+    path0 = next(p["path"][0] for p in bundle["proofs"] if p["path"])
+    flipped = ("0" if path0[0] != "0" else "1") + path0[1:]
+    out["proof hash"] = text.replace(path0, flipped, 1).encode()
+    sig = bundle["checkpoint"]["signature"]
+    out["checkpoint signature"] = text.replace(sig, sig[:-1] + ("0" if sig[-1] != "0" else "1"), 1).encode()
+    out["record count"] = text.replace(f'"record_count":{len(bundle["records"])}',
+                                       f'"record_count":{len(bundle["records"]) + 1}', 1).encode()
+    out["whitespace"] = text.replace('{"bundle_signature"', '{ "bundle_signature"', 1).encode()
+    out["trailing newline"] = data[:-1]
+    # Drop the first record and its proof, keep everything else as is.
+    b2 = json.loads(text)
+    b2["records"].pop(0)
+    b2["proofs"].pop(0)
+    out["record removed"] = (json.dumps(b2, sort_keys=True, separators=(",", ":"),
+                                        ensure_ascii=False) + "\n").encode()
+    return out
+
+
+def test_any_edit_of_a_bundle_fails_in_both_verifiers(ew, activity, tmp_path):
+    pub = ew.tmp / "data" / "signing.pub"
+    out = tmp_path / "b.json"
+    run_warden(["evidence", "export", "--config", str(ew.config), "--principal", "agent:reporter",
+                "--out", str(out)], check=True)
+    data = out.read_bytes()
+    bundle = json.loads(data)
+    cases = edits(data, bundle)
+    assert len(cases) >= 10
+    for name, bad in cases.items():
+        assert bad != data, name
+        f = tmp_path / f"edited-{name.replace(' ', '_')}.json"
+        f.write_bytes(bad)
+        wc, wt = warden_verify_bundle(f, pub)
+        pc, pt = py_verify(f, pub)
+        assert wc == 1 and wt.startswith("FAILED"), f"{name}: warden said {wt}"
+        assert pc == 1 and pt.startswith("FAILED"), f"{name}: verify_bundle.py said {pt}"
+    # Named problems for the statement edit.
+    f = tmp_path / "edited-statement_text.json"
+    if f.exists():
+        seq = next(r for r in bundle["records"] if r.get("action"))["seq"]
+        assert f"record {seq} was edited" in warden_verify_bundle(f, pub)[1]
+        assert f"record {seq} was edited" in py_verify(f, pub)[1]
+    # Random single-byte edits (deterministic sample).
+    import random
+    rnd = random.Random(6)
+    for _ in range(40):
+        i = rnd.randrange(len(data))
+        b = bytearray(data)
+        b[i] = ord("x") if b[i] != ord("x") else ord("y")
+        f = tmp_path / "random.json"
+        f.write_bytes(bytes(b))
+        assert warden_verify_bundle(f, pub)[0] == 1, f"byte {i}"
+        assert py_verify(f, pub)[0] == 1, f"byte {i}"
+
+
+def copy_store(w: Warden, dst: Path) -> Path:
+    (dst / "data").mkdir(parents=True)
+    with sqlite3.connect(str(w.tmp / "data" / "evidence.db")) as s, \
+            sqlite3.connect(str(dst / "data" / "evidence.db")) as d:
+        s.backup(d)
+    for f in ("signing.key", "signing.pub"):
+        shutil.copy(w.tmp / "data" / f, dst / "data" / f)
+    cfg = dst / "warden.toml"
+    shutil.copy(w.config, cfg)
+    return cfg
+
+
+def test_audit_verify_names_tampering(ew, activity, tmp_path):
+    cases = {
+        "edited": ("update records set body = replace(body, 'items', 'itemz') where seq = "
+                   "(select min(seq) from records where body like '%items%')", r"\(edited\)"),
+        "deleted": ("delete from records where seq = 3", r"FAILED at seq 3 \(missing\)"),
+        "truncated": ("delete from records where seq > (select max(tree_size) - 2 from checkpoints)",
+                      r"\(truncated\): records after seq \d+ were removed"),
+        "reordered": ("update records set seq = -1 where seq = 2; update records set seq = 2 where seq = 3;"
+                      "update records set seq = 3 where seq = -1", r"FAILED at seq 2 \(reordered\)"),
+    }
+    for name, (sql, pattern) in cases.items():
+        cfg = copy_store(ew, tmp_path / name)
+        r = run_warden(["audit", "checkpoint", "--config", str(cfg)])
+        assert r.returncode == 0, r.stderr
+        assert ew.verify(cfg)[0] == 0
+        with sqlite3.connect(str(tmp_path / name / "data" / "evidence.db")) as d:
+            d.executescript(sql)
+        code, out = ew.verify(cfg)
+        assert code == 1, f"{name}: {out}"
+        assert re.search(pattern, out), f"{name}: {out}"
+
+    # A checkpoint forged with another key.
+    cfg = copy_store(ew, tmp_path / "forged")
+    mallory = tmp_path / "mallory.key"
+    mallory.write_text("11" * 32 + "\n")
+    with sqlite3.connect(str(tmp_path / "forged" / "data" / "evidence.db")) as d:
+        d.execute("delete from checkpoints")
+    r = run_warden(["audit", "checkpoint", "--config", str(cfg), "--signing-key", str(mallory)])
+    assert r.returncode == 0, r.stderr
+    code, out = ew.verify(cfg)
+    assert code == 1 and "(forged_checkpoint)" in out, out
+    # Usage errors exit 2.
+    r = run_warden(["audit", "verify", "--config", str(cfg), "--public-key", str(tmp_path / "nope.pub")])
+    assert r.returncode == 2, r.stdout + r.stderr
+
+
+def test_sessions_list_and_replay(ew, activity):
+    r = run_warden(["sessions", "list", "--config", str(ew.config), "--principal", "agent:reporter",
+                    "--format", "json"], check=True)
+    sessions = [json.loads(line) for line in r.stdout.splitlines()]
+    mine = None
+    for s in sessions:
+        rep = run_warden(["sessions", "replay", "--config", str(ew.config), s["session_id"],
+                          "--format", "json"], check=True)
+        doc = json.loads(rep.stdout)
+        if any(activity in ((x.get("action") or {}).get("text") or "") for x in doc["records"]):
+            mine = s
+            break
+    assert mine, sessions
+    assert mine["principal"] == "agent:reporter" and mine["connection"] == "orders"
+    assert mine["requests"] >= 3 and mine["denied"] >= 1 and mine["errors"] >= 1, mine
+    assert mine["ended_at"], mine
+    table = run_warden(["sessions", "list", "--config", str(ew.config)], check=True).stdout
+    assert mine["session_id"] in table and "agent:reporter" in table
+    text = run_warden(["sessions", "replay", "--config", str(ew.config), mine["session_id"][:20]],
+                      check=True).stdout
+    assert f"select id, name from items where id <= 3 /* {activity}-a */" in text, text
+    assert "DENIED" in text and "no-deletes" in text, text
+    assert "SELECT 3" in text and "3 row(s)" in text, text
+    assert "ERROR" in text and "42703" in text, text
+    assert "session.end" in text, text
+    # In order: the request line comes before its response line.
+    assert text.index(f"{activity}-a") < text.index("SELECT 3")
+
+
+# ----------------------------------------------------------------------------- crash safety
+
+
+@pytest.mark.parametrize("durability", ["process", "fsync"])
+def test_sigkill_keeps_every_answered_statement(pg, durability):
+    tmp = Path(tempfile.mkdtemp(prefix=f"warden-e2e-crash-{durability}-"))
+    w = make_warden(pg, tmp, f'durability = "{durability}"\ncheckpoint_interval = "1s"\n')
+    run_id = uuid.uuid4().hex[:8]
+    answered: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def client(n: int):
+        import psycopg
+        try:
+            conn = w.connect("reporter", autocommit=True)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"connect {n}: {e}")
+            return
+        i = 0
+        try:
+            while not stop.is_set() and i < 100000:
+                tag = f"crash-{run_id}-{n}-{i}"
+                if i % 5 == 4:
+                    conn.execute(f"insert into big values ({n}, '{tag}')")
+                else:
+                    row = conn.execute(f"select '{tag}'").fetchone()
+                    assert row[0] == tag
+                with lock:
+                    answered.append(tag)
+                i += 1
+        except (psycopg.Error, OSError):
+            pass  # the gateway was killed under us
+        finally:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(answered) >= 300, timeout=60, interval=0.05, what="300 answered statements")
+        w.proc.send_signal(signal.SIGKILL)
+        w.proc.wait(timeout=10)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        assert not errors, errors
+        with lock:
+            got = list(answered)
+        assert len(got) >= 300
+
+        # Restart on the same store: recovery, then the chain and checkpoints verify.
+        w.proc, w.log = start_warden(w.config, w.port, tmp, name="warden-restarted")
+        code, out = w.verify()
+        assert code == 0, out
+        texts = "\n".join((r.get("action") or {}).get("text") or ""
+                          for r in w.audit(kind="action.request"))
+        missing = [t for t in got if f"'{t}'" not in texts]
+        assert not missing, f"{len(missing)} answered statement(s) without evidence, e.g. {missing[:5]}"
+
+        # The gateway still works after the crash and a clean stop signs the final checkpoint.
+        with w.connect("reporter", autocommit=True) as conn:
+            assert conn.execute("select 42").fetchone()[0] == 42
+        stop_process(w.proc)
+        assert w.proc.returncode == 0, w.log.read_text()[-2000:]
+        assert checkpoints(w)[-1][0] == head_seq(w), "shutdown checkpoint covers the head"
+        code, out = w.verify()
+        assert code == 0 and "0 record(s) after it not yet checkpointed" in out, out
+    finally:
+        stop.set()
+        if w.proc.poll() is None:
+            stop_process(w.proc)
+        shutil.rmtree(tmp, ignore_errors=True)
