@@ -13,6 +13,8 @@ use crate::codec;
 #[derive(Clone)]
 pub struct CancelTarget {
     pub secret: [u8; 4],
+    /// Wakes a statement held for approval: a cancel withdraws the request.
+    pub hold_cancel: Arc<tokio::sync::Notify>,
     pub upstream_addr: String,
     pub upstream_pid: i32,
     pub upstream_secret: Vec<u8>,
@@ -42,6 +44,7 @@ impl CancelRegistry {
                 pid,
                 CancelTarget {
                     secret,
+                    hold_cancel: Arc::default(),
                     upstream_addr,
                     upstream_pid,
                     upstream_secret,

@@ -27,8 +27,8 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use warden_core::{ActionInfo, Decision, Effect, EvidenceRecord, ResponseInfo};
-use warden_pipeline::{RequestId, Session, SessionEnd};
+use warden_core::{ActionInfo, ApprovalInfo, Decision, Effect, EvidenceRecord, ResponseInfo};
+use warden_pipeline::{HoldOutcome, RequestId, Session, SessionEnd};
 use warden_policy::StatementInfo;
 
 use crate::cancel::{CancelTarget, send_cancel};
@@ -61,6 +61,8 @@ const MAX_DENIALS: usize = 256;
 
 struct Denial {
     nonce: String,
+    /// SQLSTATE of Warden's error (42501, or 57014 for a withdrawn hold).
+    code: &'static str,
     message: String,
     hint: String,
 }
@@ -148,14 +150,27 @@ pub async fn run(
         leftover: mut ubuf,
         ..
     } = upstream;
-    let (mut cr, mut cw) = tokio::io::split(cstream);
+    let (mut cr, cw) = tokio::io::split(cstream);
     let (mut ur, mut uw) = tokio::io::split(ustream);
     let shared = Mutex::new(Shared::default());
     let mut state = ClientState::default();
+    // Both directions write to the client: results (upstream → client) and notices about
+    // held statements (client → upstream). Writes are whole frames, so they interleave safely.
+    let cw = tokio::sync::Mutex::new(cw);
+    let hold_cancel = cancel
+        .as_ref()
+        .map(|c| c.hold_cancel.clone())
+        .unwrap_or_default();
 
     let end = {
-        let c2u = client_to_upstream(&mut cr, &mut cbuf, &mut uw, &mut state, &session, &shared);
-        let u2c = upstream_to_client(&mut ur, &mut ubuf, &mut cw, &session, &shared);
+        let mut io = ClientIo {
+            cr: &mut cr,
+            buf: &mut cbuf,
+            cw: &cw,
+            hold_cancel: &hold_cancel,
+        };
+        let c2u = client_to_upstream(&mut io, &mut uw, &mut state, &session, &shared);
+        let u2c = upstream_to_client(&mut ur, &mut ubuf, &cw, &session, &shared);
         tokio::pin!(c2u, u2c);
         tokio::select! {
             e = &mut c2u => e,
@@ -200,6 +215,7 @@ pub async fn run(
         }
         _ => {}
     }
+    let mut cw = cw.into_inner();
     if !tail.is_empty() {
         let _ = cw.write_all(&tail).await;
     }
@@ -244,9 +260,17 @@ pub async fn run(
     session.end(end).await;
 }
 
+/// The client side as the client → upstream direction needs it: reading frames, and
+/// (while a statement is held for approval) writing notices and watching for cancel.
+struct ClientIo<'a> {
+    cr: &'a mut ReadHalf<Stream>,
+    buf: &'a mut BytesMut,
+    cw: &'a tokio::sync::Mutex<WriteHalf<Stream>>,
+    hold_cancel: &'a Arc<tokio::sync::Notify>,
+}
+
 async fn client_to_upstream(
-    cr: &mut ReadHalf<Stream>,
-    buf: &mut BytesMut,
+    io: &mut ClientIo<'_>,
     uw: &mut WriteHalf<Stream>,
     st: &mut ClientState,
     session: &Session,
@@ -257,15 +281,18 @@ async fn client_to_upstream(
     loop {
         let mut terminate = false;
         while !terminate {
-            let (tag, len) = match codec::split_frame(buf, codec::MAX_FRAME) {
+            let (tag, len) = match codec::split_frame(io.buf, codec::MAX_FRAME) {
                 Ok(Some(Frame { tag, len, .. })) => (tag, len),
                 Ok(None) => break,
                 Err(e) => return SessionEnd::ProtocolError(e.to_string()),
             };
-            let frame = buf.split_to(len);
-            match on_client_frame(tag, &frame, &mut out, &mut records, st, session, shared).await {
+            let frame = io.buf.split_to(len);
+            match on_client_frame(tag, &frame, &mut out, &mut records, st, session, shared, io)
+                .await
+            {
                 Ok(Step::Continue) => {}
                 Ok(Step::Terminate) => terminate = true,
+                Ok(Step::ClientGone(why)) => return SessionEnd::ClientVanished(why),
                 Err(e) => return SessionEnd::ProtocolError(e),
             }
         }
@@ -284,7 +311,7 @@ async fn client_to_upstream(
         if terminate {
             return SessionEnd::ClientTerminated;
         }
-        match cr.read_buf(buf).await {
+        match io.cr.read_buf(io.buf).await {
             Ok(0) => {
                 return SessionEnd::ClientVanished("connection closed without Terminate".into());
             }
@@ -297,6 +324,7 @@ async fn client_to_upstream(
 enum Step {
     Continue,
     Terminate,
+    ClientGone(String),
 }
 
 /// Handle one complete client frame (`frame` includes tag and length).
@@ -308,6 +336,7 @@ async fn on_client_frame(
     st: &mut ClientState,
     session: &Session,
     shared: &Mutex<Shared>,
+    io: &mut ClientIo<'_>,
 ) -> Result<Step, String> {
     let body = &frame[5..];
     match tag {
@@ -315,7 +344,7 @@ async fn on_client_frame(
             let text = codec::parse_query(body).map_err(|e| e.to_string())?;
             let stmts = session.classify_sql(text);
             let decisions: Vec<Decision> = stmts.iter().map(|s| session.decide_sql(s)).collect();
-            if let Some(i) = decisions.iter().position(|d| d.effect != Effect::Allow) {
+            if let Some(i) = decisions.iter().position(|d| d.effect == Effect::Deny) {
                 let detail = (stmts.len() > 1).then(|| {
                     format!(
                         "statement {} of {} in one query string; none of them was forwarded",
@@ -335,6 +364,7 @@ async fn on_client_frame(
                 let mut sh = lock(shared);
                 sh.add_denial(Denial {
                     nonce: n.clone(),
+                    code: "42501",
                     message,
                     hint,
                 });
@@ -343,10 +373,51 @@ async fn on_client_frame(
                 codec::write_query(out, &n);
                 return Ok(Step::Continue);
             }
+            // Statements that need a human: the whole string waits for one approval.
+            let mut approval: Option<ApprovalInfo> = None;
+            if decisions.iter().any(|d| d.effect == Effect::Approve) {
+                let merged =
+                    merge_approvals(decisions.iter().filter(|d| d.effect == Effect::Approve));
+                let held: Vec<&StatementInfo> = stmts
+                    .iter()
+                    .zip(&decisions)
+                    .filter(|(_, d)| d.effect == Effect::Approve)
+                    .map(|(s, _)| s)
+                    .collect();
+                let mut action = ActionInfo {
+                    kind: "sql".into(),
+                    text: text.to_string(),
+                    ..Default::default()
+                };
+                for h in &held {
+                    for k in &h.kinds {
+                        if !action.sql_kinds.iter().any(|x| x == k.as_str()) {
+                            action.sql_kinds.push(k.as_str().to_string());
+                        }
+                    }
+                    action.tables.extend(h.tables.iter().cloned());
+                }
+                match hold_action(action, &merged, session, io).await {
+                    HoldResult::Approved(info) => approval = Some(info),
+                    HoldResult::Refused(d) => {
+                        let n = d.nonce.clone();
+                        let mut sh = lock(shared);
+                        sh.add_denial(d);
+                        sh.inflight.push_back(Pending::Boundary);
+                        drop(sh);
+                        codec::write_query(out, &n);
+                        return Ok(Step::Continue);
+                    }
+                    HoldResult::ClientGone(why) => return Ok(Step::ClientGone(why)),
+                }
+            }
             let mut sh = lock(shared);
             for (s, d) in stmts.iter().zip(&decisions) {
                 apply_session_setting(session, s);
-                let rec = session.request_record(Session::sql_action(s, Vec::new()), d);
+                let mut rec = session.request_record(Session::sql_action(s, Vec::new()), d);
+                if d.effect == Effect::Approve {
+                    rec.approval = approval.clone();
+                }
                 sh.inflight.push_back(Pending::Action(InFlight {
                     id: RequestId::from(rec.id.as_str()),
                     started: Instant::now(),
@@ -368,7 +439,7 @@ async fn on_client_frame(
                     "more than {MAX_TRACKED} prepared statements in one session"
                 ));
             }
-            if decision.effect != Effect::Allow {
+            if decision.effect == Effect::Deny {
                 session
                     .record_denied(Session::sql_action(&info, Vec::new()), &decision, None)
                     .await;
@@ -376,6 +447,7 @@ async fn on_client_frame(
                 let (message, hint) = denial_text(&decision);
                 lock(shared).add_denial(Denial {
                     nonce: n.clone(),
+                    code: "42501",
                     message,
                     hint,
                 });
@@ -397,12 +469,13 @@ async fn on_client_frame(
             let b = codec::parse_bind(body).map_err(|e| e.to_string())?;
             let stmt = st.statements.get(b.statement).cloned();
             if let Some(stmt) = &stmt
-                && stmt.decision.effect != Effect::Allow
+                && stmt.decision.effect == Effect::Deny
             {
                 // The statement was refused at Parse; make this Bind fail in place too.
                 let n = nonce();
                 lock(shared).add_denial(Denial {
                     nonce: n.clone(),
+                    code: "42501",
                     message: format!("Warden: prepared statement \"{}\" was denied by policy and cannot be bound", b.statement),
                     hint: denial_text(&stmt.decision).1,
                 });
@@ -429,6 +502,7 @@ async fn on_client_frame(
                 let (message, hint) = denial_text(&decision);
                 lock(shared).add_denial(Denial {
                     nonce: n.clone(),
+                    code: "42501",
                     message,
                     hint,
                 });
@@ -451,11 +525,24 @@ async fn on_client_frame(
         b'E' => {
             let (portal, _max_rows) = codec::parse_execute(body).map_err(|e| e.to_string())?;
             if let Some(p) = st.portals.get(portal) {
+                let action = Session::sql_action(&p.stmt.info, p.params.clone());
+                let mut approval = None;
+                if p.stmt.decision.effect == Effect::Approve {
+                    match hold_action(action.clone(), &p.stmt.decision, session, io).await {
+                        HoldResult::Approved(info) => approval = Some(info),
+                        HoldResult::Refused(d) => {
+                            // Fail at exactly this position; the database skips to Sync.
+                            let n = d.nonce.clone();
+                            lock(shared).add_denial(d);
+                            codec::write_bind_missing(out, &n);
+                            return Ok(Step::Continue);
+                        }
+                        HoldResult::ClientGone(why) => return Ok(Step::ClientGone(why)),
+                    }
+                }
                 apply_session_setting(session, &p.stmt.info);
-                let rec = session.request_record(
-                    Session::sql_action(&p.stmt.info, p.params.clone()),
-                    &p.stmt.decision,
-                );
+                let mut rec = session.request_record(action, &p.stmt.decision);
+                rec.approval = approval;
                 lock(shared).inflight.push_back(Pending::Action(InFlight {
                     id: RequestId::from(rec.id.as_str()),
                     started: Instant::now(),
@@ -513,6 +600,7 @@ async fn on_client_frame(
             let mut sh = lock(shared);
             sh.add_denial(Denial {
                 nonce: n.clone(),
+                code: "42501",
                 message,
                 hint,
             });
@@ -530,6 +618,169 @@ async fn on_client_frame(
     Ok(Step::Continue)
 }
 
+/// How waiting for a human ended.
+enum HoldResult {
+    Approved(ApprovalInfo),
+    /// Refuse in place with this error (already recorded by the broker).
+    Refused(Denial),
+    ClientGone(String),
+}
+
+/// The decision the approvers see when several statements of one string need approval.
+fn merge_approvals<'a>(ds: impl Iterator<Item = &'a Decision>) -> Decision {
+    let mut m = Decision {
+        effect: Effect::Approve,
+        rules: Vec::new(),
+        reason: String::new(),
+        approvers: Vec::new(),
+    };
+    for d in ds {
+        for r in &d.rules {
+            if !m.rules.contains(r) {
+                m.rules.push(r.clone());
+            }
+        }
+        for a in &d.approvers {
+            if !m.approvers.contains(a) {
+                m.approvers.push(a.clone());
+            }
+        }
+        if m.reason.is_empty() {
+            m.reason = d.reason.clone();
+        }
+    }
+    m
+}
+
+fn refused(code: &'static str, message: String, hint: String) -> HoldResult {
+    HoldResult::Refused(Denial {
+        nonce: nonce(),
+        code,
+        message,
+        hint,
+    })
+}
+
+fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s % 3600 == 0 && s >= 3600 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 && s >= 60 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Hold one action for approval: tell the client (NoticeResponse) which approval it waits
+/// for, then wait for the decision, a CancelRequest, or the client going away. The
+/// upstream is untouched meanwhile; the session stays usable afterwards.
+async fn hold_action(
+    action: ActionInfo,
+    decision: &Decision,
+    session: &Session,
+    io: &mut ClientIo<'_>,
+) -> HoldResult {
+    let approvers = if decision.approvers.is_empty() {
+        "an approver".to_string()
+    } else {
+        decision.approvers.join(", ")
+    };
+    if let Some(grant) = session.granted(decision) {
+        return HoldResult::Approved(ApprovalInfo {
+            id: grant,
+            decision: Some("granted".into()),
+            comment: Some("covered by a standing time-boxed grant".into()),
+            ..Default::default()
+        });
+    }
+    let (id, mut outcome, timeout) = match session.request_approval(action, decision).await {
+        Ok(x) => x,
+        Err(e) => {
+            return refused(
+                "42501",
+                format!(
+                    "Warden: this statement requires approval by {approvers} and was not run: {e}"
+                ),
+                format!("rules: {}", decision.rules.join(", ")),
+            );
+        }
+    };
+    let mut notice = BytesMut::new();
+    codec::write_error(
+        &mut notice,
+        b'N',
+        "NOTICE",
+        "01000",
+        &format!(
+            "Warden: statement held for approval {id} by {approvers} (rule {}); waiting up to {}",
+            decision.rules.join(", "),
+            human_duration(timeout)
+        ),
+        Some(&format!(
+            "An approver runs: warden approvals approve {id} --comment \"...\""
+        )),
+    );
+    if io.cw.lock().await.write_all(&notice).await.is_err() {
+        session.withdraw_approval(&id, "client disconnected while the statement was held");
+        return HoldResult::ClientGone("connection lost while waiting for approval".into());
+    }
+    loop {
+        let room = io.buf.len() < 1 << 20;
+        tokio::select! {
+            o = &mut outcome => {
+                return match o {
+                    Ok(HoldOutcome::Approved { approvers, comment }) => HoldResult::Approved(ApprovalInfo {
+                        id,
+                        approver: Some(approvers.join(",")),
+                        decision: Some("approved".into()),
+                        decided_at: Some(warden_core::time_fmt::now_rfc3339()),
+                        comment,
+                    }),
+                    Ok(HoldOutcome::Denied { approver, comment }) => refused(
+                        "42501",
+                        format!(
+                            "Warden: approval {id} was denied by {approver}{}; the statement was not run",
+                            comment.map(|c| format!(": {c}")).unwrap_or_default()
+                        ),
+                        format!("rules: {}", decision.rules.join(", ")),
+                    ),
+                    Ok(HoldOutcome::TimedOut) => refused(
+                        "42501",
+                        format!("Warden: approval {id} timed out after {}; the statement was not run", human_duration(timeout)),
+                        format!("nobody among {approvers} decided in time"),
+                    ),
+                    Ok(HoldOutcome::Withdrawn { reason }) => refused(
+                        "57014",
+                        format!("Warden: approval {id} was withdrawn ({reason}); the statement was not run"),
+                        String::new(),
+                    ),
+                    Err(_) => refused(
+                        "42501",
+                        format!("Warden: the approval broker stopped before approval {id} was decided"),
+                        String::new(),
+                    ),
+                };
+            }
+            _ = io.hold_cancel.notified() => {
+                session.withdraw_approval(&id, "client cancelled the statement");
+                return refused(
+                    "57014",
+                    format!("canceling statement due to user request (Warden approval {id} withdrawn)"),
+                    String::new(),
+                );
+            }
+            r = io.cr.read_buf(io.buf), if room => match r {
+                Ok(0) | Err(_) => {
+                    session.withdraw_approval(&id, "client disconnected while the statement was held");
+                    return HoldResult::ClientGone("connection lost while waiting for approval".into());
+                }
+                Ok(_) => {} // pipelined messages wait in the buffer until the hold ends
+            },
+        }
+    }
+}
+
 /// `SET warden.purpose = '...'` (simple or extended) changes the session's purpose; the
 /// statement is still forwarded, so transaction semantics stay the database's.
 fn apply_session_setting(session: &Session, info: &StatementInfo) {
@@ -543,7 +794,7 @@ fn apply_session_setting(session: &Session, info: &StatementInfo) {
 async fn upstream_to_client(
     ur: &mut ReadHalf<Stream>,
     buf: &mut BytesMut,
-    cw: &mut WriteHalf<Stream>,
+    cw: &tokio::sync::Mutex<WriteHalf<Stream>>,
     session: &Session,
     shared: &Mutex<Shared>,
 ) -> SessionEnd {
@@ -618,9 +869,9 @@ async fn upstream_to_client(
                                     &mut out,
                                     b'E',
                                     "ERROR",
-                                    "42501",
+                                    d.code,
                                     &d.message,
-                                    Some(&d.hint),
+                                    (!d.hint.is_empty()).then_some(d.hint.as_str()),
                                 );
                                 forward = false;
                             }
@@ -672,7 +923,7 @@ async fn upstream_to_client(
             session.record_response(&id, resp);
         }
         if !out.is_empty() {
-            if let Err(e) = cw.write_all(&out).await {
+            if let Err(e) = cw.lock().await.write_all(&out).await {
                 return SessionEnd::ClientVanished(e.to_string());
             }
             out.clear();

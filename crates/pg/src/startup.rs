@@ -345,6 +345,8 @@ async fn negotiate(
             }
             Ok(FirstPacket::Cancel { pid, secret }) => {
                 if let Some(target) = registry.lookup(pid, &secret) {
+                    // A held statement is withdrawn; a running one is cancelled upstream.
+                    target.hold_cancel.notify_one();
                     send_cancel(&target).await;
                 }
                 return None;

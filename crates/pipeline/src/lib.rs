@@ -14,7 +14,7 @@ mod session;
 pub mod spec;
 
 pub use auth::{AuthFailure, AuthPlan};
-pub use session::{RequestId, Session, SessionEnd};
+pub use session::{HoldOutcome, RequestId, Session, SessionEnd};
 pub use spec::{ConnectionSpec, Protocol, UpstreamTls};
 
 use std::collections::HashMap;
@@ -25,6 +25,22 @@ use warden_identity::JwtValidator;
 use warden_policy::Policy;
 use warden_store::{Ledger, Store};
 
+/// Per-rule approval settings (`min_approvals`, `grant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleApproval {
+    pub min_approvals: u32,
+    pub grant: Option<std::time::Duration>,
+}
+
+/// The approval broker and the rule settings it needs. Without it, `approve` decisions
+/// are refused (fail closed).
+pub struct Approvals {
+    pub broker: Arc<warden_approvals::Broker>,
+    pub rules: HashMap<String, RuleApproval>,
+    /// The hold timeout, shown to the waiting client.
+    pub timeout: std::time::Duration,
+}
+
 /// Everything a running gateway decides with. Cheap to share (`Arc`).
 pub struct Pipeline {
     connections: HashMap<String, Arc<ConnectionSpec>>,
@@ -32,6 +48,7 @@ pub struct Pipeline {
     store: Arc<Store>,
     ledger: Ledger,
     jwt: Option<JwtValidator>,
+    approvals: Option<Approvals>,
 }
 
 impl Pipeline {
@@ -40,6 +57,7 @@ impl Pipeline {
         policy: Policy,
         store: Arc<Store>,
         jwt: Option<JwtValidator>,
+        approvals: Option<Approvals>,
     ) -> Arc<Pipeline> {
         let ledger = store.ledger();
         Arc::new(Pipeline {
@@ -51,7 +69,12 @@ impl Pipeline {
             store,
             ledger,
             jwt,
+            approvals,
         })
+    }
+
+    pub fn approvals(&self) -> Option<&Approvals> {
+        self.approvals.as_ref()
     }
 
     pub fn connection(&self, name: &str) -> Option<Arc<ConnectionSpec>> {

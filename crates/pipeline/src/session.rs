@@ -2,7 +2,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use warden_core::{ActionInfo, Decision, EvidenceRecord, Principal, RecordKind, ResponseInfo};
+use warden_approvals::{ApprovalRequest, Outcome};
+use warden_core::{
+    ActionInfo, ApprovalInfo, Decision, EvidenceRecord, Principal, RecordKind, ResponseInfo,
+};
 use warden_policy::{ActionClass, Dialect, StatementInfo};
 use warden_store::LedgerError;
 
@@ -10,6 +13,9 @@ use crate::{ConnectionSpec, Pipeline, Protocol};
 
 /// The id of an `action.request` record; responses point back at it.
 pub type RequestId = Arc<str>;
+
+/// How a held action ended, from the adapter's point of view.
+pub type HoldOutcome = Outcome;
 
 /// Why a session ended, recorded in `session.end`.
 #[derive(Debug, Clone)]
@@ -159,6 +165,68 @@ impl Session {
         }
         self.actions.fetch_add(ids.len() as u64, Ordering::Relaxed);
         Ok(ids)
+    }
+
+    /// Is there a standing grant for this `approve` decision? Returns the approval id
+    /// that granted it.
+    pub fn granted(&self, decision: &Decision) -> Option<String> {
+        let a = self.pipeline.approvals.as_ref()?;
+        a.broker
+            .granted(&self.principal, &self.connection.name, &decision.rules)
+    }
+
+    /// Ask for approval of `action` (decision `approve`). On success the adapter tells
+    /// the client the id and waits on [`HoldOutcome`]; on error it refuses the action.
+    pub async fn request_approval(
+        &self,
+        action: ActionInfo,
+        decision: &Decision,
+    ) -> Result<
+        (
+            String,
+            tokio::sync::oneshot::Receiver<Outcome>,
+            std::time::Duration,
+        ),
+        String,
+    > {
+        let Some(a) = self.pipeline.approvals.as_ref() else {
+            return Err("approvals are not configured on this gateway".into());
+        };
+        let mut min_approvals = 1;
+        let mut grant = None;
+        for r in &decision.rules {
+            if let Some(ra) = a.rules.get(r) {
+                min_approvals = min_approvals.max(ra.min_approvals);
+                grant = grant.max(ra.grant);
+            }
+        }
+        let req = ApprovalRequest {
+            requester: self.principal.clone(),
+            session_id: self.id.clone(),
+            connection: self.connection.name.clone(),
+            protocol: self.connection.protocol.as_str().to_string(),
+            purpose: self.purpose(),
+            action,
+            rules: decision.rules.clone(),
+            approvers: decision.approvers.clone(),
+            min_approvals,
+            grant,
+        };
+        let hold = a.broker.hold(req).await?;
+        Ok((hold.id, hold.outcome, a.timeout))
+    }
+
+    /// The client gave up waiting (cancel, disconnect).
+    pub fn withdraw_approval(&self, id: &str, reason: &str) {
+        if let Some(a) = self.pipeline.approvals.as_ref() {
+            a.broker.withdraw(id, reason);
+        }
+    }
+
+    /// Attach the approval that let an action through to its request record.
+    pub fn with_approval(mut rec: EvidenceRecord, approval: ApprovalInfo) -> EvidenceRecord {
+        rec.approval = Some(approval);
+        rec
     }
 
     /// Record a denial durably (the caller then answers the client with an error).

@@ -196,9 +196,9 @@ impl Ctx<'_> {
         while let Some(i) = rest.find('$') {
             out.push_str(&rest[..i]);
             let after = &rest[i..];
-            if after.starts_with("$${") {
+            if let Some(literal) = after.strip_prefix("$${") {
                 out.push_str("${");
-                rest = &after[3..];
+                rest = literal;
             } else if let Some(body) = after.strip_prefix("${") {
                 match body.find('}') {
                     Some(end) => {
@@ -330,13 +330,25 @@ impl Config {
                 message: e.message().to_string(),
             }]
         })?;
-        let mut ctx = Ctx { text, errors: Vec::new(), lenient_env, env };
+        let mut ctx = Ctx {
+            text,
+            errors: Vec::new(),
+            lenient_env,
+            env,
+        };
         let resolve = |p: &str| -> PathBuf {
             let p = PathBuf::from(p);
             let joined = if p.is_absolute() { p } else { base_dir.join(p) };
             // `./a/./b` → `a/b`: paths are shown to people in messages.
-            let clean: PathBuf = joined.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
-            if clean.as_os_str().is_empty() { PathBuf::from(".") } else { clean }
+            let clean: PathBuf = joined
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
+            if clean.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                clean
+            }
         };
 
         // [gateway]
@@ -759,7 +771,8 @@ mod tests {
             _ => None,
         };
         let dir = tempfile::tempdir().unwrap();
-        let cfg = Config::parse_env(PRODUCT_EXAMPLE, Path::new("warden.toml"), dir.path(), &env).unwrap();
+        let cfg =
+            Config::parse_env(PRODUCT_EXAMPLE, Path::new("warden.toml"), dir.path(), &env).unwrap();
         assert_eq!(cfg.connections.len(), 2);
         assert_eq!(cfg.connections[0].password.as_deref(), Some("s3cret"));
         assert_eq!(

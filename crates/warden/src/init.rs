@@ -127,7 +127,13 @@ mod tests {
         super::init(dir.path(), false).unwrap();
         let text = std::fs::read_to_string(dir.path().join("warden.toml")).unwrap();
         let env = |n: &str| (n == "ORDERS_DB_PASSWORD").then(|| "x".to_string());
-        let cfg = crate::config::Config::parse_env(&text, &dir.path().join("warden.toml"), dir.path(), &env).unwrap();
+        let cfg = crate::config::Config::parse_env(
+            &text,
+            &dir.path().join("warden.toml"),
+            dir.path(),
+            &env,
+        )
+        .unwrap();
         assert_eq!(cfg.connections.len(), 1);
         assert!(dir.path().join("warden-data/signing.key").exists());
         assert!(

@@ -62,6 +62,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         Policy::new(cfg.rules.clone()),
         store.clone(),
         jwt,
+        None,
     );
 
     let checkpointer = crate::evidence_cmd::start_checkpointer(store.clone(), &cfg)?;
