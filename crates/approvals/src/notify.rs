@@ -177,7 +177,14 @@ async fn dispatch(mut rx: mpsc::Receiver<Event>, targets: Arc<Targets>) {
     }
 }
 
-async fn deliver(targets: &Targets, url: &str, body: &[u8], signed: bool, id: &str, kind: EventKind) {
+async fn deliver(
+    targets: &Targets,
+    url: &str,
+    body: &[u8],
+    signed: bool,
+    id: &str,
+    kind: EventKind,
+) {
     let mut delays = targets.retry_delays.iter();
     let mut attempt = 1;
     loop {
@@ -283,9 +290,37 @@ mod tests {
         let s = sign("k", 1_700_000_000, b"{}");
         assert!(s.starts_with("v1="));
         let d = Duration::from_secs(300);
-        assert!(verify_signature("k", 1_700_000_000, b"{}", &s, 1_700_000_010, d));
-        assert!(!verify_signature("k", 1_700_000_000, b"{ }", &s, 1_700_000_010, d));
-        assert!(!verify_signature("other", 1_700_000_000, b"{}", &s, 1_700_000_010, d));
-        assert!(!verify_signature("k", 1_700_000_000, b"{}", &s, 1_700_009_999, d));
+        assert!(verify_signature(
+            "k",
+            1_700_000_000,
+            b"{}",
+            &s,
+            1_700_000_010,
+            d
+        ));
+        assert!(!verify_signature(
+            "k",
+            1_700_000_000,
+            b"{ }",
+            &s,
+            1_700_000_010,
+            d
+        ));
+        assert!(!verify_signature(
+            "other",
+            1_700_000_000,
+            b"{}",
+            &s,
+            1_700_000_010,
+            d
+        ));
+        assert!(!verify_signature(
+            "k",
+            1_700_000_000,
+            b"{}",
+            &s,
+            1_700_009_999,
+            d
+        ));
     }
 }
