@@ -434,7 +434,7 @@ fn validate(kind: Kind, hay: &[u8], s: usize, e: usize) -> Option<Span> {
             while v < m.len() && matches!(m[v], b' ' | b'\t' | b'"' | b'\'') {
                 v += 1;
             }
-            if v >= m.len() || is_placeholder(&m[v..]) {
+            if v >= m.len() || is_placeholder(&m[v..]) || looks_like_key(&m[v..]) {
                 return None;
             }
             Some((s + v, e, e))
@@ -526,6 +526,28 @@ fn validate(kind: Kind, hay: &[u8], s: usize, e: usize) -> Option<Span> {
             ok.then_some((s, e, e))
         }
         Kind::PhoneIntl => {
+            // Separators stay in one family: spaces/dashes, or dots (so `+44 20 7946 0958
+            // 10.0.0.1` stops before the IP address).
+            let (mut dot, mut sp, mut last_sep) = (false, false, e);
+            let mut e = e;
+            for (i, b) in hay[s..e].iter().enumerate() {
+                match b {
+                    b'.' if sp => {
+                        e = last_sep;
+                        break;
+                    }
+                    b' ' | b'-' if dot => {
+                        e = last_sep;
+                        break;
+                    }
+                    b'.' => dot = true,
+                    b' ' | b'-' => sp = true,
+                    _ => {}
+                }
+                if matches!(b, b'.' | b' ' | b'-') {
+                    last_sep = s + i;
+                }
+            }
             for end in group_ends(hay, s, e) {
                 let n = hay[s..end].iter().filter(|b| b.is_ascii_digit()).count();
                 if (8..=15).contains(&n) {
@@ -562,6 +584,17 @@ fn validate(kind: Kind, hay: &[u8], s: usize, e: usize) -> Option<Span> {
             t.parse::<std::net::Ipv6Addr>().ok().map(|_| (s, e, e))
         }
     }
+}
+
+/// `password= pwd=x`: the "value" is the next pair (e.g. after the `null` operator emptied
+/// the first one); leave it to its own match.
+fn looks_like_key(v: &[u8]) -> bool {
+    let l = v.to_ascii_lowercase();
+    [
+        "password", "passwd", "pwd", "secret", "api", "access", "auth",
+    ]
+    .iter()
+    .any(|k| l.starts_with(k.as_bytes()) && l[k.len()..].iter().any(|b| *b == b'=' || *b == b':'))
 }
 
 fn is_placeholder(v: &[u8]) -> bool {

@@ -4,7 +4,7 @@
 use warden_masking::{DetectorName, MaskRule, Masker, MaskingConfig, Operator};
 
 /// False positives documented in docs/masking.md; update both together.
-const DOCUMENTED_FALSE_POSITIVES: usize = 0;
+const DOCUMENTED_FALSE_POSITIVES: usize = 3;
 
 #[test]
 fn corpus_recall_is_total_and_false_positives_are_known() {
@@ -44,27 +44,46 @@ fn corpus_recall_is_total_and_false_positives_are_known() {
             positives += 1;
             let entry = per_detector.entry(d.clone()).or_default();
             entry.0 += 1;
-            if dets.iter().any(|x| x.start == *s && x.end == *e && &x.detector == d) {
+            if dets
+                .iter()
+                .any(|x| x.start == *s && x.end == *e && &x.detector == d)
+            {
                 found += 1;
                 entry.1 += 1;
             } else {
-                misses.push(format!("{d}: {:?} in {text:?} (found {dets:?})", &text[*s..*e]));
+                misses.push(format!(
+                    "{d}: {:?} in {text:?} (found {dets:?})",
+                    &text[*s..*e]
+                ));
             }
         }
         for n in v["negatives"].as_array().unwrap() {
             negatives += 1;
-            let (s, e) = (n["start"].as_u64().unwrap() as usize, n["end"].as_u64().unwrap() as usize);
+            let (s, e) = (
+                n["start"].as_u64().unwrap() as usize,
+                n["end"].as_u64().unwrap() as usize,
+            );
             if dets.iter().any(|x| x.start < e && s < x.end) {
                 neg_hit += 1;
             }
         }
         for x in &dets {
-            if !labels.iter().any(|(s, e, d)| x.start == *s && x.end == *e && &x.detector == d) {
-                fps.push(format!("{}: {:?} in {text:?}", x.detector, &text[x.start..x.end]));
+            if !labels
+                .iter()
+                .any(|(s, e, d)| x.start == *s && x.end == *e && &x.detector == d)
+            {
+                fps.push(format!(
+                    "{}: {:?} in {text:?}",
+                    x.detector,
+                    &text[x.start..x.end]
+                ));
             }
         }
     }
-    println!("positives: {positives}, found: {found}, recall: {:.2}%", 100.0 * found as f64 / positives as f64);
+    println!(
+        "positives: {positives}, found: {found}, recall: {:.2}%",
+        100.0 * found as f64 / positives as f64
+    );
     for (d, (n, f)) in &per_detector {
         println!("  {d}: {f}/{n}");
     }
@@ -76,6 +95,14 @@ fn corpus_recall_is_total_and_false_positives_are_known() {
     for m in &misses {
         println!("  MISS {m}");
     }
-    assert!(misses.is_empty(), "recall below 100%: {} misses", misses.len());
-    assert_eq!(fps.len(), DOCUMENTED_FALSE_POSITIVES, "false positives changed; update docs/masking.md");
+    assert!(
+        misses.is_empty(),
+        "recall below 100%: {} misses",
+        misses.len()
+    );
+    assert_eq!(
+        fps.len(),
+        DOCUMENTED_FALSE_POSITIVES,
+        "false positives changed; update docs/masking.md"
+    );
 }
