@@ -174,13 +174,28 @@ impl Policy {
         let Some(engine) = &self.engine else {
             return Cow::Borrowed(b);
         };
-        let mut any = false;
-        engine.scan(b, 0, true, |_| any = true);
-        if !any {
+        let mut hits = Vec::new();
+        engine.scan(b, 0, true, |h| hits.push(h));
+        if hits.is_empty() {
             return Cow::Borrowed(b);
         }
         let mut out = Vec::with_capacity(b.len() + 16);
-        self.mask_region(b, 0, true, &mut out, stats);
+        let mut emitted = 0;
+        for h in hits {
+            out.extend_from_slice(&b[emitted..h.mask_start]);
+            let d = &engine.dets[h.det];
+            ops::render_match(
+                h.kind,
+                &d.name,
+                d.op,
+                &b[h.mask_start..h.mask_end],
+                &self.key,
+                &mut out,
+            );
+            stats.add(&d.name);
+            emitted = h.mask_end;
+        }
+        out.extend_from_slice(&b[emitted..]);
         Cow::Owned(out)
     }
 }
