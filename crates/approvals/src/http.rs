@@ -1,19 +1,23 @@
-//! A minimal HTTP/1.1 client over a tokio `TcpStream`, for `http://` URLs only.
+//! A minimal HTTP/1.1 client over a tokio `TcpStream` (`http://`) or rustls
+//! (`https://`, verified against the Mozilla root set from `webpki-roots`).
 //!
 //! Used by the notifiers (webhook / Slack POSTs) and by the `warden approvals` CLI
 //! (admin API calls). One request per connection (`Connection: close`), response read to
-//! EOF (capped), `Content-Length` and `chunked` bodies understood. `https://` URLs are
-//! refused with a clear error: put a TLS-terminating relay in front for now.
+//! EOF (capped), `Content-Length` and `chunked` bodies understood.
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::{Arc, OnceLock};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest response accepted (headers + body).
 pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 
-/// A parsed `http://host[:port]/path?query`.
+/// A parsed `http(s)://host[:port]/path?query`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    /// `https://`.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// Path and query, starting with `/`.
@@ -22,14 +26,14 @@ pub struct HttpUrl {
 
 impl HttpUrl {
     pub fn parse(url: &str) -> Result<HttpUrl, String> {
-        if url.starts_with("https://") {
-            return Err(format!(
-                "`{url}`: https:// is not supported by Warden's built-in HTTP client yet; use an http:// endpoint (e.g. a local TLS-terminating relay)"
-            ));
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!("`{url}` is not an http:// or https:// URL"));
+        };
+        let default_port = if tls { 443 } else { 80 };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -43,7 +47,7 @@ impl HttpUrl {
                 .ok_or_else(|| format!("`{url}`: bad IPv6 host"))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| format!("`{url}`: bad port"))?,
-                None => 80,
+                None => default_port,
             };
             (h.to_string(), port)
         } else {
@@ -52,10 +56,11 @@ impl HttpUrl {
                     h.to_string(),
                     p.parse().map_err(|_| format!("`{url}`: bad port"))?,
                 ),
-                None => (authority.to_string(), 80),
+                None => (authority.to_string(), default_port),
             }
         };
         Ok(HttpUrl {
+            tls,
             host,
             port,
             path: path.to_string(),
@@ -68,7 +73,7 @@ impl HttpUrl {
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == if self.tls { 443 } else { 80 } {
             h
         } else {
             format!("{h}:{}", self.port)
@@ -118,9 +123,47 @@ async fn exchange(
     body: Option<&[u8]>,
 ) -> Result<Response, String> {
     let target = format!("{}:{}", u.host, u.port);
-    let mut stream = tokio::net::TcpStream::connect((u.host.as_str(), u.port))
+    let tcp = tokio::net::TcpStream::connect((u.host.as_str(), u.port))
         .await
         .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+    if !u.tls {
+        return talk(tcp, &target, method, u, headers, body).await;
+    }
+    let name = rustls_pki_types::ServerName::try_from(u.host.clone())
+        .map_err(|e| format!("`{}` is not a valid TLS server name: {e}", u.host))?;
+    let tls = tokio_rustls::TlsConnector::from(tls_config())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {target}: {e}"))?;
+    talk(tls, &target, method, u, headers, body).await
+}
+
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CFG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CFG.get_or_init(|| {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Arc::new(cfg)
+    })
+    .clone()
+}
+
+async fn talk<T: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: T,
+    target: &str,
+    method: &str,
+    u: &HttpUrl,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Response, String> {
     let mut head = format!(
         "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: warden/{}\r\n",
         u.path,
@@ -147,10 +190,12 @@ async fn exchange(
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("reading from {target}: {e}"))?;
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            // Servers that close without TLS close_notify: what was read is what was sent.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(format!("reading from {target}: {e}")),
+        };
         if n == 0 {
             break;
         }
@@ -262,7 +307,9 @@ mod tests {
         assert_eq!((u.port, u.path.as_str()), (80, "/"));
         let u = HttpUrl::parse("http://[::1]:8081/api").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 8081));
-        assert!(HttpUrl::parse("https://x").unwrap_err().contains("https"));
+        let u = HttpUrl::parse("https://hooks.slack.com/services/T/B/x").unwrap();
+        assert!(u.tls);
+        assert_eq!((u.port, u.host_header().as_str()), (443, "hooks.slack.com"));
         assert!(HttpUrl::parse("ftp://x").is_err());
     }
 

@@ -114,7 +114,7 @@ pub struct Hold {
 pub struct BrokerSettings {
     /// How long a hold waits for a decision (default 10 min).
     pub timeout: Duration,
-    /// Generic webhook URLs (http:// only for now).
+    /// Generic webhook URLs (http:// or https://).
     pub webhooks: Vec<String>,
     /// HMAC-SHA-256 key for `Warden-Signature`; unsigned when `None`.
     pub webhook_secret: Option<String>,

@@ -209,10 +209,6 @@ async fn deliver(
                 return;
             }
             Ok(r) => format!("answered {}", r.status),
-            Err(e) if e.contains("https://") => {
-                tracing::error!(approval = %id, %url, "approval notification not sent: {e}");
-                return;
-            }
             Err(e) => e,
         };
         match delays.next() {
