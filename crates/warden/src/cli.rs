@@ -77,6 +77,9 @@ enum Command {
     /// List sessions and replay one (from the evidence store).
     #[command(subcommand)]
     Sessions(crate::evidence_cmd::SessionsCmd),
+    /// List, approve and deny held actions on a running gateway (admin API; WARDEN_TOKEN).
+    #[command(subcommand)]
+    Approvals(crate::approvals_cmd::ApprovalsCmd),
 }
 
 #[derive(Subcommand)]
@@ -246,6 +249,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => audit(cmd),
         Command::Evidence(cmd) => crate::evidence_cmd::evidence(cmd),
         Command::Sessions(cmd) => crate::evidence_cmd::sessions(cmd),
+        Command::Approvals(cmd) => crate::approvals_cmd::approvals(cmd),
         Command::Policy(PolicyCmd::Check {
             config,
             principal,

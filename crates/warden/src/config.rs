@@ -12,6 +12,7 @@ use warden_pipeline::{ConnectionSpec, Protocol, UpstreamTls};
 use warden_policy::{PrincipalPattern, Rule, SqlKind};
 
 pub const DEFAULT_POSTGRES_LISTEN: &str = "127.0.0.1:15432";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 
 type S = Spanned<String>;
 
@@ -33,7 +34,7 @@ struct RawConfig {
     #[serde(default)]
     masking: Vec<toml::Value>,
     #[serde(default)]
-    approvals: Option<toml::Value>,
+    approvals: Option<RawApprovals>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -116,6 +117,17 @@ struct RawRule {
     description: Option<S>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApprovals {
+    timeout: Option<S>,
+    #[serde(default)]
+    webhooks: Vec<S>,
+    webhook_secret: Option<S>,
+    slack_webhook: Option<S>,
+    console_url: Option<S>,
+}
+
 /// One mistake in the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -156,6 +168,10 @@ pub struct Config {
     pub oidc: Option<warden_identity::OidcSettings>,
     pub connections: Vec<ConnectionSpec>,
     pub rules: Vec<Rule>,
+    /// `[approvals]`: broker settings (timeout, webhooks, Slack, link base).
+    pub approvals: warden_approvals::BrokerSettings,
+    /// Per `approve` rule id: `min_approvals` (default 1) and `grant`.
+    pub rule_approvals: std::collections::HashMap<String, warden_pipeline::RuleApproval>,
 }
 
 struct Ctx<'a> {
@@ -419,7 +435,12 @@ impl Config {
         );
         let mysql_listen = check_listen(&mut ctx, "listeners.mysql", &raw.listeners.mysql, None);
         let http_listen = check_listen(&mut ctx, "listeners.http", &raw.listeners.http, None);
-        let admin_listen = check_listen(&mut ctx, "listeners.admin", &raw.listeners.admin, None);
+        let admin_listen = check_listen(
+            &mut ctx,
+            "listeners.admin",
+            &raw.listeners.admin,
+            Some(DEFAULT_ADMIN_LISTEN),
+        );
 
         // [tls]
         let tls = raw.tls.as_ref().map(|t| {
@@ -579,6 +600,7 @@ impl Config {
         // [[rules]]
         let mut ids = HashSet::new();
         let mut rules = Vec::new();
+        let mut rule_approvals = std::collections::HashMap::new();
         for (i, r) in raw.rules.iter().enumerate() {
             let key = |f: &str| format!("rules[{i}].{f}");
             let id = r.id.get_ref().clone();
@@ -713,12 +735,23 @@ impl Config {
                     "`approvers` only applies to effect = \"approve\"",
                 );
             }
-            let _ = (
-                &r.min_approvals,
-                &r.grant,
-                &r.require_purpose,
-                &r.description,
-            );
+            if effect == Effect::Approve {
+                let ra = rule_approval(&mut ctx, i, r, &approvers);
+                rule_approvals.insert(id.clone(), ra);
+            } else if let Some(m) = &r.min_approvals {
+                ctx.err(
+                    key("min_approvals"),
+                    Some(m.span()),
+                    "`min_approvals` only applies to effect = \"approve\"",
+                );
+            } else if let Some(g) = &r.grant {
+                ctx.err(
+                    key("grant"),
+                    Some(g.span()),
+                    "`grant` only applies to effect = \"approve\"",
+                );
+            }
+            let _ = (&r.require_purpose, &r.description);
             rules.push(Rule {
                 id,
                 principals,
@@ -732,6 +765,9 @@ impl Config {
 
         // [[masking]] and [approvals] are accepted (their engines land separately).
         let _ = (&raw.masking, &raw.approvals);
+
+        let approvals =
+            approvals_settings(&mut ctx, raw.approvals.as_ref(), admin_listen.as_deref());
 
         if ctx.errors.is_empty() {
             Ok(Config {
@@ -750,11 +786,139 @@ impl Config {
                 oidc,
                 connections,
                 rules,
+                approvals,
+                rule_approvals,
             })
         } else {
             Err(ctx.errors)
         }
     }
+}
+
+/// `min_approvals` / `grant` of the `approve` rule `rules[i]`.
+fn rule_approval(
+    ctx: &mut Ctx<'_>,
+    i: usize,
+    r: &RawRule,
+    approvers: &[String],
+) -> warden_pipeline::RuleApproval {
+    let min_approvals = match &r.min_approvals {
+        None => 1,
+        Some(m) => {
+            let n = *m.get_ref();
+            let named: Vec<&String> = approvers
+                .iter()
+                .filter(|a| !a.starts_with("group:"))
+                .collect();
+            if n == 0 {
+                ctx.err(
+                    format!("rules[{i}].min_approvals"),
+                    Some(m.span()),
+                    "must be at least 1",
+                );
+            } else if n > 100 {
+                ctx.err(
+                    format!("rules[{i}].min_approvals"),
+                    Some(m.span()),
+                    format!("{n} is not a sensible number of approvers (at most 100)"),
+                );
+            } else if named.len() == approvers.len() && (n as usize) > named.len() {
+                ctx.err(
+                    format!("rules[{i}].min_approvals"),
+                    Some(m.span()),
+                    format!(
+                        "needs {n} distinct approvers but `approvers` names only {} people and no group, so it could never be approved",
+                        named.len()
+                    ),
+                );
+            }
+            n.max(1)
+        }
+    };
+    let grant = r.grant.as_ref().and_then(|g| {
+        match warden_core::time_fmt::parse_duration(&ctx.expand(&format!("rules[{i}].grant"), g)) {
+            Ok(d) if d.is_positive() => {
+                Some(std::time::Duration::from_secs(d.whole_seconds() as u64))
+            }
+            _ => {
+                ctx.err(
+                    format!("rules[{i}].grant"),
+                    Some(g.span()),
+                    "use a positive duration like \"15m\", \"1h\", \"1d\"",
+                );
+                None
+            }
+        }
+    });
+    warden_pipeline::RuleApproval {
+        min_approvals,
+        grant,
+    }
+}
+
+/// `[approvals]`: timeout, webhooks, webhook_secret, slack_webhook, console_url.
+fn approvals_settings(
+    ctx: &mut Ctx<'_>,
+    raw: Option<&RawApprovals>,
+    admin_listen: Option<&str>,
+) -> warden_approvals::BrokerSettings {
+    let mut s = warden_approvals::BrokerSettings {
+        console_url: admin_listen.map(|a| format!("http://{a}")),
+        ..Default::default()
+    };
+    let Some(raw) = raw else { return s };
+    if let Some(t) = &raw.timeout {
+        match warden_core::time_fmt::parse_duration(&ctx.expand("approvals.timeout", t)) {
+            Ok(d) if d.is_positive() => {
+                s.timeout = std::time::Duration::from_secs(d.whole_seconds() as u64)
+            }
+            _ => ctx.err(
+                "approvals.timeout",
+                Some(t.span()),
+                "use a positive duration like \"10m\", \"30s\", \"1h\"",
+            ),
+        }
+    }
+    let check_url = |ctx: &mut Ctx<'_>, key: String, v: &S| -> String {
+        let url = ctx.expand(&key, v);
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            ctx.err(
+                key,
+                Some(v.span()),
+                format!("`{url}` must be an http:// or https:// URL"),
+            );
+        } else if let Err(e) = warden_approvals::http::HttpUrl::parse(&url) {
+            ctx.err(key, Some(v.span()), e);
+        }
+        url
+    };
+    s.webhooks = raw
+        .webhooks
+        .iter()
+        .enumerate()
+        .map(|(j, w)| check_url(ctx, format!("approvals.webhooks[{j}]"), w))
+        .collect();
+    s.slack_webhook = raw
+        .slack_webhook
+        .as_ref()
+        .map(|w| check_url(ctx, "approvals.slack_webhook".into(), w));
+    if let Some(c) = &raw.console_url {
+        let url = ctx.expand("approvals.console_url", c);
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            ctx.err(
+                "approvals.console_url",
+                Some(c.span()),
+                format!("`{url}` must be an http:// or https:// URL"),
+            );
+        }
+        s.console_url = Some(url);
+    }
+    s.webhook_secret = raw
+        .webhook_secret
+        .as_ref()
+        .map(|w| ctx.expand("approvals.webhook_secret", w))
+        .filter(|w| !w.is_empty());
+    s
 }
 
 #[cfg(test)]
@@ -816,6 +980,81 @@ effect = "maybe"
         );
         assert!(lines.contains(&("rules[0].sql[0]", Some(11))), "{errs:?}");
         assert!(lines.contains(&("rules[0].effect", Some(12))), "{errs:?}");
+    }
+
+    #[test]
+    fn approvals_settings_and_rule_keys() {
+        let base = r#"
+[listeners]
+admin = "127.0.0.1:9181"
+
+[[connections]]
+name = "orders"
+protocol = "postgres"
+upstream = "127.0.0.1:5432"
+
+[[rules]]
+id = "w"
+principals = ["group:agents"]
+connections = ["orders"]
+sql = ["delete"]
+effect = "approve"
+approvers = ["group:dba"]
+min_approvals = 2
+grant = "1h"
+"#;
+        let text = format!(
+            "{base}\n[approvals]\ntimeout = \"90s\"\nwebhooks = [\"http://127.0.0.1:9999/warden\"]\nwebhook_secret = \"${{HOOK_SECRET}}\"\nslack_webhook = \"https://hooks.slack.com/services/x\"\n"
+        );
+        let env = |n: &str| (n == "HOOK_SECRET").then(|| "k".to_string());
+        let cfg = Config::parse_env(&text, Path::new("w.toml"), Path::new("."), &env).unwrap();
+        assert_eq!(cfg.approvals.timeout, std::time::Duration::from_secs(90));
+        assert_eq!(cfg.approvals.webhooks, vec!["http://127.0.0.1:9999/warden"]);
+        assert_eq!(cfg.approvals.webhook_secret.as_deref(), Some("k"));
+        assert!(cfg.approvals.slack_webhook.is_some());
+        assert_eq!(
+            cfg.approvals.console_url.as_deref(),
+            Some("http://127.0.0.1:9181")
+        );
+        let ra = cfg.rule_approvals["w"];
+        assert_eq!(ra.min_approvals, 2);
+        assert_eq!(ra.grant, Some(std::time::Duration::from_secs(3600)));
+
+        // Defaults: admin on 127.0.0.1:8081, 10 minutes, one approver, no grant.
+        let plain = base
+            .replace("admin = \"127.0.0.1:9181\"", "")
+            .replace("min_approvals = 2\n", "")
+            .replace("grant = \"1h\"\n", "");
+        let cfg = Config::parse(&plain, Path::new("w.toml"), Path::new(".")).unwrap();
+        assert_eq!(cfg.admin_listen.as_deref(), Some(DEFAULT_ADMIN_LISTEN));
+        assert_eq!(cfg.approvals.timeout, std::time::Duration::from_secs(600));
+        assert_eq!(cfg.rule_approvals["w"].min_approvals, 1);
+        assert_eq!(cfg.rule_approvals["w"].grant, None);
+
+        // Mistakes are named with key and line.
+        let bad = base
+            .replace("min_approvals = 2", "min_approvals = 0")
+            .replace("grant = \"1h\"", "grant = \"soon\"")
+            + "\n[approvals]\ntimeout = \"-\"\nwebhooks = [\"ftp://x\"]\n";
+        let errs = Config::parse(&bad, Path::new("w.toml"), Path::new("."))
+            .err()
+            .unwrap();
+        let keys: Vec<_> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert!(
+            keys.contains(&("rules[0].min_approvals", Some(17))),
+            "{errs:?}"
+        );
+        assert!(keys.contains(&("rules[0].grant", Some(18))), "{errs:?}");
+        assert!(keys.contains(&("approvals.timeout", Some(21))), "{errs:?}");
+        assert!(
+            keys.contains(&("approvals.webhooks[0]", Some(22))),
+            "{errs:?}"
+        );
+        let unknown = format!("{base}\n[approvals]\ntimeot = \"1m\"\n");
+        let errs = Config::parse(&unknown, Path::new("w.toml"), Path::new("."))
+            .err()
+            .unwrap();
+        assert!(errs[0].message.contains("timeot"), "{errs:?}");
     }
 
     #[test]

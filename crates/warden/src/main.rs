@@ -1,6 +1,7 @@
 //! `warden`: the evidence gateway for AI agents. See `warden --help`.
 #![forbid(unsafe_code)]
 
+mod approvals_cmd;
 mod cli;
 mod config;
 mod evidence_cmd;

@@ -57,12 +57,19 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         Some((c, k)) => Some(tls_acceptor(c, k)?),
         None => None,
     };
+    // The approval broker: shared by the pipeline (holds) and the admin API (decisions).
+    let broker = warden_approvals::Broker::new(store.ledger(), cfg.approvals.clone());
+    let approvals = warden_pipeline::Approvals {
+        broker: broker.clone(),
+        rules: cfg.rule_approvals.clone(),
+        timeout: cfg.approvals.timeout,
+    };
     let pipeline = Pipeline::new(
         cfg.connections.clone(),
         Policy::new(cfg.rules.clone()),
         store.clone(),
         jwt,
-        None,
+        Some(approvals),
     );
 
     let checkpointer = crate::evidence_cmd::start_checkpointer(store.clone(), &cfg)?;
@@ -88,11 +95,23 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             },
         )));
     }
-    for (name, addr) in [
-        ("mysql", &cfg.mysql_listen),
-        ("http", &cfg.http_listen),
-        ("admin", &cfg.admin_listen),
-    ] {
+    if let Some(addr) = &cfg.admin_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the admin listener on {addr}"))?;
+        tracing::info!(%addr, "admin API ready");
+        let mut rx = stop_rx.clone();
+        let (broker, auth) = (broker.clone(), pipeline.clone());
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = warden_admin::serve(listener, broker, auth, stop).await {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        }));
+    }
+    for (name, addr) in [("mysql", &cfg.mysql_listen), ("http", &cfg.http_listen)] {
         if let Some(a) = addr {
             tracing::warn!(listener = name, addr = %a, "this listener is not available in this version yet; ignoring");
         }
