@@ -217,7 +217,7 @@ effect = "allow"
 
 
 def write_config(dirpath: Path, pg_port: int, listen_port: int, broken_port: int,
-                 extra: str = "") -> Path:
+                 extra: str = "", admin_port: int | None = None) -> Path:
     cfg = dirpath / "warden.toml"
     cfg.write_text(f"""
 [gateway]
@@ -225,6 +225,7 @@ data_dir = "./data"
 
 [listeners]
 postgres = "127.0.0.1:{listen_port}"
+admin = "127.0.0.1:{admin_port if admin_port is not None else free_port()}"
 {extra}
 [[connections]]
 name = "orders"

@@ -586,6 +586,13 @@ pub fn write_bind_missing(buf: &mut BytesMut, statement: &str) {
     finish(buf, at);
 }
 
+pub fn write_describe(buf: &mut BytesMut, kind: u8, name: &str) {
+    let at = begin(buf, b'D');
+    buf.put_u8(kind);
+    put_cstr(buf, name);
+    finish(buf, at);
+}
+
 pub fn write_password(buf: &mut BytesMut, data: &[u8]) {
     let at = begin(buf, b'p');
     buf.put_slice(data);

@@ -5,6 +5,7 @@
 //! - [`startup`]: SSLRequest/GSSENCRequest/CancelRequest/StartupMessage, caller auth.
 //! - [`upstream`]: connecting to the target with Warden's own credential.
 //! - [`relay`]: the live session — statements become actions, responses become evidence.
+//! - [`rows`]: RowDescription/DataRow bodies, masking values in place, result excerpts.
 //! - [`cancel`]: Warden's own BackendKeyData mapped to the upstream's.
 //!
 //! This crate knows nothing about policy files or storage: it asks the
@@ -14,6 +15,7 @@
 pub mod cancel;
 pub mod codec;
 pub mod relay;
+pub mod rows;
 pub mod startup;
 pub mod stream;
 pub mod upstream;

@@ -35,6 +35,7 @@ use crate::cancel::{CancelTarget, send_cancel};
 use crate::codec::{self, Frame};
 use crate::startup::FrameReader;
 use crate::stream::Stream;
+use crate::rows::{self, Capture};
 use crate::upstream::Upstream;
 
 /// Largest frame accepted from the upstream (DataRow of a big bytea, ...).
@@ -47,6 +48,24 @@ struct InFlight {
     started: Instant,
     rows: u64,
     bytes: u64,
+    /// The (masked) rows kept for evidence, and masking counts.
+    capture: Capture,
+}
+
+impl InFlight {
+    fn new(id: RequestId) -> Self {
+        InFlight { id, started: Instant::now(), rows: 0, bytes: 0, capture: Capture::default() }
+    }
+
+    /// The response record for this action, with the masked excerpt.
+    fn finish(self, mut resp: ResponseInfo) -> (RequestId, ResponseInfo) {
+        resp.bytes = self.bytes;
+        resp.duration_us = Some(self.started.elapsed().as_micros() as u64);
+        let (masked, counts) = self.capture.into_evidence(resp.rows);
+        resp.masked = masked;
+        resp.masked_values = counts;
+        (self.id, resp)
+    }
 }
 
 enum Pending {
@@ -71,9 +90,19 @@ struct Denial {
 struct Shared {
     inflight: VecDeque<Pending>,
     denials: VecDeque<Denial>,
+    /// Describe messages sent upstream and not yet answered: (sync group, sent by Warden
+    /// itself). Warden's own Describes (to learn the columns to mask) are not forwarded.
+    describes: VecDeque<(u64, bool)>,
+    /// Boundaries (Sync / Query) sent so far: the sync group of the next message.
+    boundaries: u64,
 }
 
 impl Shared {
+    fn push_boundary(&mut self) {
+        self.inflight.push_back(Pending::Boundary);
+        self.boundaries += 1;
+    }
+
     fn add_denial(&mut self, d: Denial) {
         if self.denials.len() >= MAX_DENIALS {
             self.denials.pop_front();
@@ -368,7 +397,7 @@ async fn on_client_frame(
                     message,
                     hint,
                 });
-                sh.inflight.push_back(Pending::Boundary);
+                sh.push_boundary();
                 drop(sh);
                 codec::write_query(out, &n);
                 return Ok(Step::Continue);
@@ -403,7 +432,7 @@ async fn on_client_frame(
                         let n = d.nonce.clone();
                         let mut sh = lock(shared);
                         sh.add_denial(d);
-                        sh.inflight.push_back(Pending::Boundary);
+                        sh.push_boundary();
                         drop(sh);
                         codec::write_query(out, &n);
                         return Ok(Step::Continue);
@@ -418,15 +447,10 @@ async fn on_client_frame(
                 if d.effect == Effect::Approve {
                     rec.approval = approval.clone();
                 }
-                sh.inflight.push_back(Pending::Action(InFlight {
-                    id: RequestId::from(rec.id.as_str()),
-                    started: Instant::now(),
-                    rows: 0,
-                    bytes: 0,
-                }));
+                sh.inflight.push_back(Pending::Action(InFlight::new(RequestId::from(rec.id.as_str()))));
                 records.push(rec);
             }
-            sh.inflight.push_back(Pending::Boundary);
+            sh.push_boundary();
             drop(sh);
             out.extend_from_slice(frame);
         }
@@ -543,12 +567,15 @@ async fn on_client_frame(
                 apply_session_setting(session, &p.stmt.info);
                 let mut rec = session.request_record(action, &p.stmt.decision);
                 rec.approval = approval;
-                lock(shared).inflight.push_back(Pending::Action(InFlight {
-                    id: RequestId::from(rec.id.as_str()),
-                    started: Instant::now(),
-                    rows: 0,
-                    bytes: 0,
-                }));
+                if session.masker.is_some() {
+                    // Learn the result columns (names, types, formats) to mask this
+                    // portal's rows; the answer is consumed by Warden, not forwarded.
+                    codec::write_describe(out, b'P', portal);
+                    let mut sh = lock(shared);
+                    let group = sh.boundaries;
+                    sh.describes.push_back((group, true));
+                }
+                lock(shared).inflight.push_back(Pending::Action(InFlight::new(RequestId::from(rec.id.as_str()))));
                 records.push(rec);
             }
             // An unknown portal is forwarded as is: the database answers with its own error.
@@ -566,10 +593,14 @@ async fn on_client_frame(
         }
         b'D' => {
             codec::parse_target(body, "Describe target").map_err(|e| e.to_string())?;
+            let mut sh = lock(shared);
+            let group = sh.boundaries;
+            sh.describes.push_back((group, false));
+            drop(sh);
             out.extend_from_slice(frame);
         }
         b'S' => {
-            lock(shared).inflight.push_back(Pending::Boundary);
+            lock(shared).push_boundary();
             out.extend_from_slice(frame);
         }
         b'H' => out.extend_from_slice(frame),
@@ -604,7 +635,7 @@ async fn on_client_frame(
                 message,
                 hint,
             });
-            sh.inflight.push_back(Pending::Boundary);
+            sh.push_boundary();
             drop(sh);
             codec::write_query(out, &n);
         }
@@ -791,6 +822,36 @@ fn apply_session_setting(session: &Session, info: &StatementInfo) {
     }
 }
 
+/// What the upstream → client direction knows about the result set being streamed.
+#[derive(Default)]
+struct RowState {
+    columns: Vec<rows::Column>,
+    binary: Vec<bool>,
+    plan: Option<warden_masking::ColumnPlan>,
+    copy_out: bool,
+    /// Sync groups answered so far (ReadyForQuery count).
+    groups_done: u64,
+}
+
+impl RowState {
+    fn end_result(&mut self) {
+        self.plan = None;
+        self.copy_out = false;
+    }
+}
+
+/// Pop the Describe this RowDescription/NoData answers, if it belongs to the current sync
+/// group; returns whether Warden sent it itself (then the answer is not forwarded).
+fn answer_describe(sh: &mut Shared, groups_done: u64) -> bool {
+    match sh.describes.front() {
+        Some(&(group, internal)) if group == groups_done => {
+            sh.describes.pop_front();
+            internal
+        }
+        _ => false,
+    }
+}
+
 async fn upstream_to_client(
     ur: &mut ReadHalf<Stream>,
     buf: &mut BytesMut,
@@ -800,6 +861,10 @@ async fn upstream_to_client(
 ) -> SessionEnd {
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut done: Vec<(RequestId, ResponseInfo)> = Vec::new();
+    let mut rs = RowState::default();
+    let limits = session.limits;
+    let masker = session.masker.as_ref();
+    let mut scratch_stats = warden_masking::MaskStats::default();
     loop {
         if buf.is_empty() || matches!(codec::split_frame(buf, MAX_BACKEND_FRAME), Ok(None)) {
             buf.reserve(64 * 1024);
@@ -816,27 +881,94 @@ async fn upstream_to_client(
                     Ok(Some(f)) => (f.tag, f.len),
                     Ok(None) => break,
                     Err(e) => {
-                        return SessionEnd::UpstreamClosed(format!(
-                            "malformed message from the database: {e}"
-                        ));
+                        return SessionEnd::UpstreamClosed(format!("malformed message from the database: {e}"));
                     }
                 };
                 let frame = &buf[..len];
                 let body = &frame[5..];
                 let mut forward = true;
                 match tag {
-                    b'D' | b'd' => {
+                    b'T' => {
+                        let internal = answer_describe(&mut sh, rs.groups_done);
+                        forward = !internal;
+                        rs.columns = rows::parse_row_description(body).unwrap_or_default();
+                        rs.binary = rs.columns.iter().map(|c| c.binary).collect();
+                        rs.plan = masker.map(|m| rows::plan_for(m, &rs.columns)).filter(|p| !p.is_noop());
+                    }
+                    b'n' => forward = !answer_describe(&mut sh, rs.groups_done),
+                    b'D' => {
+                        let mut replaced = None;
+                        if let Some(plan) = &rs.plan {
+                            let st = match sh.inflight.front_mut() {
+                                Some(Pending::Action(a)) => &mut a.capture.stats,
+                                _ => &mut scratch_stats,
+                            };
+                            match rows::mask_data_row(body, plan, st) {
+                                Ok(r) => replaced = r,
+                                Err(e) => {
+                                    // A row Warden cannot read is a row it cannot mask: fail closed.
+                                    return SessionEnd::UpstreamClosed(format!("unreadable DataRow while masking: {e}"));
+                                }
+                            }
+                        }
                         if let Some(Pending::Action(a)) = sh.inflight.front_mut() {
                             a.rows += 1;
                             a.bytes += len as u64;
+                            if a.capture.columns.is_empty() && !rs.columns.is_empty() {
+                                a.capture.columns = rs.columns.iter().map(|c| c.name.clone()).collect();
+                            }
+                            let sent: &[u8] = replaced.as_deref().map(|f| &f[5..]).unwrap_or(body);
+                            if let Ok(vals) = rows::row_values(sent) {
+                                a.capture.add_row(&vals, &rs.binary, limits.response_rows, limits.response_bytes);
+                            }
+                        }
+                        if let Some(f) = replaced {
+                            out.extend_from_slice(&f);
+                            forward = false;
                         }
                     }
+                    b'H' => {
+                        rs.copy_out = true;
+                        if masker.is_some() && body.first() == Some(&1) {
+                            return SessionEnd::ProtocolError(
+                                "binary COPY TO cannot be masked; use text COPY on masked connections".into(),
+                            );
+                        }
+                    }
+                    b'd' => {
+                        let mut replaced = None;
+                        if rs.copy_out
+                            && let Some(m) = masker
+                        {
+                            let st = match sh.inflight.front_mut() {
+                                Some(Pending::Action(a)) => &mut a.capture.stats,
+                                _ => &mut scratch_stats,
+                            };
+                            if let std::borrow::Cow::Owned(line) = m.mask_bytes(body, st) {
+                                let mut f = BytesMut::with_capacity(line.len() + 5);
+                                f.extend_from_slice(&[b'd', 0, 0, 0, 0]);
+                                f.extend_from_slice(&line);
+                                let l = (f.len() - 1) as i32;
+                                f[1..5].copy_from_slice(&l.to_be_bytes());
+                                replaced = Some(f);
+                            }
+                        }
+                        if let Some(Pending::Action(a)) = sh.inflight.front_mut() {
+                            a.rows += 1;
+                            a.bytes += len as u64;
+                            let sent: &[u8] = replaced.as_deref().map(|f| &f[5..]).unwrap_or(body);
+                            a.capture.add_line(sent, limits.response_rows, limits.response_bytes);
+                        }
+                        if let Some(f) = replaced {
+                            out.extend_from_slice(&f);
+                            forward = false;
+                        }
+                    }
+                    b'c' => rs.copy_out = false,
                     b'C' | b'I' | b's' => {
+                        rs.end_result();
                         let tag_text = match tag {
-                            b'C' => codec::Reader::new(body)
-                                .cstr("command tag")
-                                .unwrap_or("")
-                                .to_string(),
+                            b'C' => codec::Reader::new(body).cstr("command tag").unwrap_or("").to_string(),
                             b'I' => "EMPTY".to_string(),
                             _ => "SUSPENDED".to_string(),
                         };
@@ -844,26 +976,18 @@ async fn upstream_to_client(
                             && let Some(Pending::Action(a)) = sh.inflight.pop_front()
                         {
                             let rows = codec::tag_rows(&tag_text).unwrap_or(a.rows);
-                            done.push((
-                                a.id,
-                                ResponseInfo {
-                                    status: "ok".into(),
-                                    tag: Some(tag_text),
-                                    rows,
-                                    bytes: a.bytes,
-                                    duration_us: Some(a.started.elapsed().as_micros() as u64),
-                                    ..Default::default()
-                                },
-                            ));
+                            done.push(a.finish(ResponseInfo {
+                                status: "ok".into(),
+                                tag: Some(tag_text),
+                                rows,
+                                ..Default::default()
+                            }));
                         }
                     }
                     b'E' => {
+                        rs.end_result();
                         let fields = codec::parse_error_fields(body).unwrap_or_default();
-                        if let Some(i) = sh
-                            .denials
-                            .iter()
-                            .position(|d| fields.message.contains(&d.nonce))
-                        {
+                        if let Some(i) = sh.denials.iter().position(|d| fields.message.contains(&d.nonce)) {
                             if let Some(d) = sh.denials.remove(i) {
                                 codec::write_error(
                                     &mut out,
@@ -878,33 +1002,33 @@ async fn upstream_to_client(
                         } else if let Some(Pending::Action(_)) = sh.inflight.front()
                             && let Some(Pending::Action(a)) = sh.inflight.pop_front()
                         {
-                            done.push((
-                                a.id,
-                                ResponseInfo {
-                                    status: "error".into(),
-                                    error_code: Some(fields.code),
-                                    error_message: Some(fields.message),
-                                    rows: a.rows,
-                                    bytes: a.bytes,
-                                    duration_us: Some(a.started.elapsed().as_micros() as u64),
-                                    ..Default::default()
-                                },
-                            ));
+                            let rows = a.rows;
+                            done.push(a.finish(ResponseInfo {
+                                status: "error".into(),
+                                error_code: Some(fields.code),
+                                error_message: Some(fields.message),
+                                rows,
+                                ..Default::default()
+                            }));
                         }
                     }
                     b'Z' => {
+                        rs.end_result();
+                        rs.groups_done += 1;
+                        let groups_done = rs.groups_done;
+                        // Describes of groups the database skipped after an error.
+                        while sh.describes.front().is_some_and(|&(g, _)| g < groups_done) {
+                            sh.describes.pop_front();
+                        }
                         // Everything before the boundary that did not complete was skipped
                         // by the database after an error.
                         while let Some(p) = sh.inflight.pop_front() {
                             match p {
                                 Pending::Boundary => break,
-                                Pending::Action(a) => done.push((
-                                    a.id,
-                                    ResponseInfo {
-                                        status: "not_executed".into(),
-                                        ..Default::default()
-                                    },
-                                )),
+                                Pending::Action(a) => done.push(a.finish(ResponseInfo {
+                                    status: "not_executed".into(),
+                                    ..Default::default()
+                                })),
                             }
                         }
                     }
@@ -922,6 +1046,7 @@ async fn upstream_to_client(
         for (id, resp) in done.drain(..) {
             session.record_response(&id, resp);
         }
+        scratch_stats.per_detector.clear();
         if !out.is_empty() {
             if let Err(e) = cw.lock().await.write_all(&out).await {
                 return SessionEnd::ClientVanished(e.to_string());

@@ -16,6 +16,7 @@ pub mod spec;
 pub use auth::{AuthFailure, AuthPlan};
 pub use session::{HoldOutcome, RequestId, Session, SessionEnd};
 pub use spec::{ConnectionSpec, Protocol, UpstreamTls};
+pub use warden_masking;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,6 +50,32 @@ pub struct Pipeline {
     ledger: Ledger,
     jwt: Option<JwtValidator>,
     approvals: Option<Approvals>,
+    masker: Option<warden_masking::Masker>,
+    limits: EvidenceLimits,
+}
+
+/// How much of each response the evidence keeps (after masking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvidenceLimits {
+    pub response_rows: usize,
+    pub response_bytes: usize,
+}
+
+impl Default for EvidenceLimits {
+    fn default() -> Self {
+        EvidenceLimits { response_rows: 20, response_bytes: 16 * 1024 }
+    }
+}
+
+/// Everything [`Pipeline::build`] needs.
+pub struct PipelineParts {
+    pub connections: Vec<ConnectionSpec>,
+    pub policy: Policy,
+    pub store: Arc<Store>,
+    pub jwt: Option<JwtValidator>,
+    pub approvals: Option<Approvals>,
+    pub masker: Option<warden_masking::Masker>,
+    pub limits: EvidenceLimits,
 }
 
 impl Pipeline {
@@ -59,18 +86,30 @@ impl Pipeline {
         jwt: Option<JwtValidator>,
         approvals: Option<Approvals>,
     ) -> Arc<Pipeline> {
-        let ledger = store.ledger();
+        Self::build(PipelineParts { connections, policy, store, jwt, approvals, masker: None, limits: EvidenceLimits::default() })
+    }
+
+    pub fn build(p: PipelineParts) -> Arc<Pipeline> {
+        let ledger = p.store.ledger();
         Arc::new(Pipeline {
-            connections: connections
-                .into_iter()
-                .map(|c| (c.name.clone(), Arc::new(c)))
-                .collect(),
-            policy,
-            store,
+            connections: p.connections.into_iter().map(|c| (c.name.clone(), Arc::new(c))).collect(),
+            policy: p.policy,
+            store: p.store,
             ledger,
-            jwt,
-            approvals,
+            jwt: p.jwt,
+            approvals: p.approvals,
+            masker: p.masker,
+            limits: p.limits,
         })
+    }
+
+    /// The masking that applies to `connection`, if any rule covers it.
+    pub fn masker_for(&self, connection: &str) -> Option<warden_masking::ConnectionMasker> {
+        self.masker.as_ref()?.for_connection(connection)
+    }
+
+    pub fn evidence_limits(&self) -> EvidenceLimits {
+        self.limits
     }
 
     pub fn approvals(&self) -> Option<&Approvals> {

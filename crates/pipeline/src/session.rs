@@ -46,6 +46,10 @@ pub struct Session {
     pub principal: Principal,
     pub connection: Arc<ConnectionSpec>,
     pub client: String,
+    /// Masking for this connection (`None`: no `[[masking]]` rule covers it).
+    pub masker: Option<warden_masking::ConnectionMasker>,
+    /// How much of each (masked) response the evidence keeps.
+    pub limits: crate::EvidenceLimits,
     purpose: Mutex<Option<String>>,
     pipeline: Arc<Pipeline>,
     actions: AtomicU64,
@@ -61,11 +65,15 @@ impl Session {
         client: String,
         purpose: Option<String>,
     ) -> Result<Arc<Session>, LedgerError> {
+        let masker = pipeline.masker_for(&connection.name);
+        let limits = pipeline.evidence_limits();
         let s = Arc::new(Session {
             id: warden_core::evidence::new_id(),
             principal,
             connection,
             client,
+            masker,
+            limits,
             purpose: Mutex::new(purpose),
             pipeline,
             actions: AtomicU64::new(0),

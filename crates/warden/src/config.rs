@@ -32,7 +32,11 @@ struct RawConfig {
     #[serde(default)]
     rules: Vec<RawRule>,
     #[serde(default)]
-    masking: Vec<toml::Value>,
+    masking: Vec<crate::masking_cfg::RawMasking>,
+    #[serde(default)]
+    detectors: Vec<crate::masking_cfg::RawDetector>,
+    #[serde(default)]
+    evidence: crate::masking_cfg::RawEvidence,
     #[serde(default)]
     approvals: Option<RawApprovals>,
 }
@@ -45,6 +49,8 @@ struct RawGateway {
     durability: Option<S>,
     checkpoint_interval: Option<S>,
     signing_key: Option<S>,
+    /// Key for the `hash` masking operator (HMAC-SHA-256); keep it in the environment.
+    masking_key: Option<S>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -172,6 +178,8 @@ pub struct Config {
     pub approvals: warden_approvals::BrokerSettings,
     /// Per `approve` rule id: `min_approvals` (default 1) and `grant`.
     pub rule_approvals: std::collections::HashMap<String, warden_pipeline::RuleApproval>,
+    pub masking: warden_masking::MaskingConfig,
+    pub evidence_limits: crate::masking_cfg::EvidenceLimits,
 }
 
 struct Ctx<'a> {
@@ -763,8 +771,23 @@ impl Config {
             });
         }
 
-        // [[masking]] and [approvals] are accepted (their engines land separately).
-        let _ = (&raw.masking, &raw.approvals);
+        // [[masking]], [[detectors]], [evidence]
+        let masking_key = raw
+            .gateway
+            .masking_key
+            .as_ref()
+            .map(|k| ctx.expand("gateway.masking_key", k));
+        let (masking, evidence_limits, problems) = crate::masking_cfg::build(
+            &raw.masking,
+            &raw.detectors,
+            &raw.evidence,
+            masking_key,
+            &names,
+        );
+        for (key, span, message) in problems {
+            ctx.err(key, span, message);
+        }
+        let _ = &raw.approvals;
 
         let approvals =
             approvals_settings(&mut ctx, raw.approvals.as_ref(), admin_listen.as_deref());
@@ -788,6 +811,8 @@ impl Config {
                 rules,
                 approvals,
                 rule_approvals,
+                masking,
+                evidence_limits,
             })
         } else {
             Err(ctx.errors)

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod evidence_cmd;
 mod init;
+mod masking_cfg;
 mod serve;
 
 use std::process::ExitCode;

@@ -64,13 +64,31 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         rules: cfg.rule_approvals.clone(),
         timeout: cfg.approvals.timeout,
     };
-    let pipeline = Pipeline::new(
-        cfg.connections.clone(),
-        Policy::new(cfg.rules.clone()),
-        store.clone(),
+    let masker = if cfg.masking.rules.is_empty() {
+        None
+    } else {
+        Some(warden_masking::Masker::new(&cfg.masking).map_err(|errs| {
+            anyhow::anyhow!(
+                "[[masking]]: {}",
+                errs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?)
+    };
+    let pipeline = Pipeline::build(warden_pipeline::PipelineParts {
+        connections: cfg.connections.clone(),
+        policy: Policy::new(cfg.rules.clone()),
+        store: store.clone(),
         jwt,
-        Some(approvals),
-    );
+        approvals: Some(approvals),
+        masker,
+        limits: warden_pipeline::EvidenceLimits {
+            response_rows: cfg.evidence_limits.response_rows,
+            response_bytes: cfg.evidence_limits.response_bytes,
+        },
+    });
 
     let checkpointer = crate::evidence_cmd::start_checkpointer(store.clone(), &cfg)?;
 

@@ -1,0 +1,162 @@
+//! `[[masking]]`, `[[detectors]]` and `[evidence]` in the config file → the masking engine.
+use serde::Deserialize;
+use toml::Spanned;
+use warden_masking::{CustomDetector, DetectorName, MaskRule, MaskingConfig, Operator};
+
+type S = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMasking {
+    #[serde(default)]
+    connections: Vec<S>,
+    #[serde(default)]
+    detectors: Vec<S>,
+    operator: Option<S>,
+    #[serde(default)]
+    fields: std::collections::BTreeMap<String, S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDetector {
+    name: S,
+    pattern: S,
+    operator: Option<S>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEvidence {
+    response_rows: Option<Spanned<u64>>,
+    response_bytes: Option<Spanned<u64>>,
+}
+
+/// How much of each (masked) response the evidence keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvidenceLimits {
+    pub response_rows: usize,
+    pub response_bytes: usize,
+}
+
+impl Default for EvidenceLimits {
+    fn default() -> Self {
+        EvidenceLimits {
+            response_rows: 20,
+            response_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// A problem: key path, byte span, message.
+pub(crate) type Problem = (String, Option<std::ops::Range<usize>>, String);
+
+fn operator(key: &str, s: &S, problems: &mut Vec<Problem>) -> Operator {
+    Operator::parse(s.get_ref()).unwrap_or_else(|| {
+        problems.push((
+            key.to_string(),
+            Some(s.span()),
+            format!("`{}`: use redact, partial, hash or null", s.get_ref()),
+        ));
+        Operator::Redact
+    })
+}
+
+pub(crate) fn build(
+    raw: &[RawMasking],
+    detectors: &[RawDetector],
+    evidence: &RawEvidence,
+    hmac_key: Option<String>,
+    connection_names: &std::collections::HashSet<String>,
+) -> (MaskingConfig, EvidenceLimits, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let custom: Vec<CustomDetector> = detectors
+        .iter()
+        .enumerate()
+        .map(|(i, d)| CustomDetector {
+            name: d.name.get_ref().clone(),
+            pattern: d.pattern.get_ref().clone(),
+            operator: d
+                .operator
+                .as_ref()
+                .map(|o| operator(&format!("detectors[{i}].operator"), o, &mut problems)),
+        })
+        .collect();
+    let mut rules = Vec::new();
+    for (i, m) in raw.iter().enumerate() {
+        let key = |f: &str| format!("masking[{i}].{f}");
+        if m.connections.is_empty() {
+            problems.push((
+                key("connections"),
+                None,
+                "list the connections this masking covers (or [\"*\"])".into(),
+            ));
+        }
+        for (j, c) in m.connections.iter().enumerate() {
+            if c.get_ref() != "*" && !connection_names.contains(c.get_ref()) {
+                problems.push((
+                    format!("masking[{i}].connections[{j}]"),
+                    Some(c.span()),
+                    format!("unknown connection `{}`", c.get_ref()),
+                ));
+            }
+        }
+        let mut dets = Vec::new();
+        for (j, d) in m.detectors.iter().enumerate() {
+            let name = DetectorName::parse(d.get_ref());
+            let builtin = DetectorName::BUILTIN.iter().any(|b| b == &name);
+            if !builtin && !custom.iter().any(|c| &c.name == d.get_ref()) {
+                let known: Vec<&str> = DetectorName::BUILTIN.iter().map(|b| b.as_str()).collect();
+                problems.push((
+                    format!("masking[{i}].detectors[{j}]"),
+                    Some(d.span()),
+                    format!(
+                        "unknown detector `{}`; built in: {}; or define it in [[detectors]]",
+                        d.get_ref(),
+                        known.join(", ")
+                    ),
+                ));
+            }
+            dets.push(name);
+        }
+        let op = m
+            .operator
+            .as_ref()
+            .map(|o| operator(&key("operator"), o, &mut problems))
+            .unwrap_or(Operator::Redact);
+        let fields = m
+            .fields
+            .iter()
+            .map(|(glob, o)| {
+                (
+                    glob.clone(),
+                    operator(&key(&format!("fields.{glob}")), o, &mut problems),
+                )
+            })
+            .collect();
+        rules.push(MaskRule {
+            connections: m.connections.iter().map(|c| c.get_ref().clone()).collect(),
+            detectors: dets,
+            operator: op,
+            fields,
+        });
+    }
+    let config = MaskingConfig {
+        rules,
+        custom_detectors: custom,
+        hmac_key: hmac_key.map(String::into_bytes),
+    };
+    if let Err(errs) = config.validate() {
+        for e in errs {
+            problems.push(("masking".into(), None, e.to_string()));
+        }
+    }
+    let mut limits = EvidenceLimits::default();
+    if let Some(r) = &evidence.response_rows {
+        limits.response_rows = *r.get_ref() as usize;
+    }
+    if let Some(b) = &evidence.response_bytes {
+        limits.response_bytes = *b.get_ref() as usize;
+    }
+    (config, limits, problems)
+}
