@@ -141,12 +141,38 @@ pub(crate) fn build(
             fields,
         });
     }
+    // Check each custom pattern on its own first, so a bad one is reported at its line.
+    let mut bad_pattern = false;
+    for (i, d) in detectors.iter().enumerate() {
+        let alone = MaskingConfig {
+            rules: vec![MaskRule {
+                connections: vec!["*".into()],
+                detectors: vec![DetectorName::parse(d.name.get_ref())],
+                operator: Operator::Redact,
+                fields: Vec::new(),
+            }],
+            custom_detectors: vec![custom[i].clone()],
+            hmac_key: None,
+        };
+        if let Err(errs) = alone.validate() {
+            bad_pattern = true;
+            for e in errs {
+                problems.push((
+                    format!("detectors[{i}].pattern"),
+                    Some(d.pattern.span()),
+                    e.to_string(),
+                ));
+            }
+        }
+    }
     let config = MaskingConfig {
         rules,
         custom_detectors: custom,
         hmac_key: hmac_key.map(String::into_bytes),
     };
-    if let Err(errs) = config.validate() {
+    // Whole-config problems not already reported with a line (e.g. `hash` without a key).
+    let reported_unknown = problems.iter().any(|(k, _, _)| k.contains(".detectors["));
+    if let (false, false, Err(errs)) = (bad_pattern, reported_unknown, config.validate()) {
         for e in errs {
             problems.push(("masking".into(), None, e.to_string()));
         }
@@ -159,4 +185,52 @@ pub(crate) fn build(
         limits.response_bytes = *b.get_ref() as usize;
     }
     (config, limits, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    const BAD: &str = r#"[[connections]]
+name = "orders"
+protocol = "postgres"
+upstream = "127.0.0.1:5432"
+
+[[detectors]]
+name = "emp"
+pattern = "EMP-([0-9]+"
+
+[[masking]]
+connections = ["orders", "nope"]
+detectors = ["email", "emp", "credit_cardz"]
+operator = "smudge"
+"#;
+
+    #[test]
+    fn masking_mistakes_are_named_with_lines() {
+        let errs = crate::config::Config::parse(BAD, Path::new("w.toml"), Path::new("."))
+            .err()
+            .unwrap();
+        let got: Vec<(&str, Option<usize>)> =
+            errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert!(got.contains(&("detectors[0].pattern", Some(8))), "{errs:?}");
+        assert!(
+            got.contains(&("masking[0].connections[1]", Some(11))),
+            "{errs:?}"
+        );
+        assert!(
+            got.contains(&("masking[0].detectors[2]", Some(12))),
+            "{errs:?}"
+        );
+        assert!(got.contains(&("masking[0].operator", Some(13))), "{errs:?}");
+    }
+
+    #[test]
+    fn hash_needs_a_key() {
+        let text = "[[connections]]\nname = \"o\"\nprotocol = \"postgres\"\nupstream = \"127.0.0.1:1\"\n\n[[masking]]\nconnections = [\"o\"]\ndetectors = [\"email\"]\noperator = \"hash\"\n";
+        let errs = crate::config::Config::parse(text, Path::new("w.toml"), Path::new("."))
+            .err()
+            .unwrap();
+        assert!(errs.iter().any(|e| e.message.contains("key")), "{errs:?}");
+    }
 }
