@@ -33,9 +33,9 @@ use warden_policy::StatementInfo;
 
 use crate::cancel::{CancelTarget, send_cancel};
 use crate::codec::{self, Frame};
+use crate::rows::{self, Capture};
 use crate::startup::FrameReader;
 use crate::stream::Stream;
-use crate::rows::{self, Capture};
 use crate::upstream::Upstream;
 
 /// Largest frame accepted from the upstream (DataRow of a big bytea, ...).
@@ -54,7 +54,13 @@ struct InFlight {
 
 impl InFlight {
     fn new(id: RequestId) -> Self {
-        InFlight { id, started: Instant::now(), rows: 0, bytes: 0, capture: Capture::default() }
+        InFlight {
+            id,
+            started: Instant::now(),
+            rows: 0,
+            bytes: 0,
+            capture: Capture::default(),
+        }
     }
 
     /// The response record for this action, with the masked excerpt.
@@ -357,6 +363,7 @@ enum Step {
 }
 
 /// Handle one complete client frame (`frame` includes tag and length).
+#[allow(clippy::too_many_arguments)] // the per-frame state of one direction, passed explicitly
 async fn on_client_frame(
     tag: u8,
     frame: &[u8],
@@ -447,7 +454,10 @@ async fn on_client_frame(
                 if d.effect == Effect::Approve {
                     rec.approval = approval.clone();
                 }
-                sh.inflight.push_back(Pending::Action(InFlight::new(RequestId::from(rec.id.as_str()))));
+                sh.inflight
+                    .push_back(Pending::Action(InFlight::new(RequestId::from(
+                        rec.id.as_str(),
+                    ))));
                 records.push(rec);
             }
             sh.push_boundary();
@@ -575,7 +585,11 @@ async fn on_client_frame(
                     let group = sh.boundaries;
                     sh.describes.push_back((group, true));
                 }
-                lock(shared).inflight.push_back(Pending::Action(InFlight::new(RequestId::from(rec.id.as_str()))));
+                lock(shared)
+                    .inflight
+                    .push_back(Pending::Action(InFlight::new(RequestId::from(
+                        rec.id.as_str(),
+                    ))));
                 records.push(rec);
             }
             // An unknown portal is forwarded as is: the database answers with its own error.
@@ -694,9 +708,9 @@ fn refused(code: &'static str, message: String, hint: String) -> HoldResult {
 
 fn human_duration(d: std::time::Duration) -> String {
     let s = d.as_secs();
-    if s % 3600 == 0 && s >= 3600 {
+    if s.is_multiple_of(3600) && s >= 3600 {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 && s >= 60 {
+    } else if s.is_multiple_of(60) && s >= 60 {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
@@ -881,7 +895,9 @@ async fn upstream_to_client(
                     Ok(Some(f)) => (f.tag, f.len),
                     Ok(None) => break,
                     Err(e) => {
-                        return SessionEnd::UpstreamClosed(format!("malformed message from the database: {e}"));
+                        return SessionEnd::UpstreamClosed(format!(
+                            "malformed message from the database: {e}"
+                        ));
                     }
                 };
                 let frame = &buf[..len];
@@ -893,7 +909,9 @@ async fn upstream_to_client(
                         forward = !internal;
                         rs.columns = rows::parse_row_description(body).unwrap_or_default();
                         rs.binary = rs.columns.iter().map(|c| c.binary).collect();
-                        rs.plan = masker.map(|m| rows::plan_for(m, &rs.columns)).filter(|p| !p.is_noop());
+                        rs.plan = masker
+                            .map(|m| rows::plan_for(m, &rs.columns))
+                            .filter(|p| !p.is_noop());
                     }
                     b'n' => forward = !answer_describe(&mut sh, rs.groups_done),
                     b'D' => {
@@ -907,7 +925,9 @@ async fn upstream_to_client(
                                 Ok(r) => replaced = r,
                                 Err(e) => {
                                     // A row Warden cannot read is a row it cannot mask: fail closed.
-                                    return SessionEnd::UpstreamClosed(format!("unreadable DataRow while masking: {e}"));
+                                    return SessionEnd::UpstreamClosed(format!(
+                                        "unreadable DataRow while masking: {e}"
+                                    ));
                                 }
                             }
                         }
@@ -915,11 +935,17 @@ async fn upstream_to_client(
                             a.rows += 1;
                             a.bytes += len as u64;
                             if a.capture.columns.is_empty() && !rs.columns.is_empty() {
-                                a.capture.columns = rs.columns.iter().map(|c| c.name.clone()).collect();
+                                a.capture.columns =
+                                    rs.columns.iter().map(|c| c.name.clone()).collect();
                             }
                             let sent: &[u8] = replaced.as_deref().map(|f| &f[5..]).unwrap_or(body);
                             if let Ok(vals) = rows::row_values(sent) {
-                                a.capture.add_row(&vals, &rs.binary, limits.response_rows, limits.response_bytes);
+                                a.capture.add_row(
+                                    &vals,
+                                    &rs.binary,
+                                    limits.response_rows,
+                                    limits.response_bytes,
+                                );
                             }
                         }
                         if let Some(f) = replaced {
@@ -957,7 +983,8 @@ async fn upstream_to_client(
                             a.rows += 1;
                             a.bytes += len as u64;
                             let sent: &[u8] = replaced.as_deref().map(|f| &f[5..]).unwrap_or(body);
-                            a.capture.add_line(sent, limits.response_rows, limits.response_bytes);
+                            a.capture
+                                .add_line(sent, limits.response_rows, limits.response_bytes);
                         }
                         if let Some(f) = replaced {
                             out.extend_from_slice(&f);
@@ -968,7 +995,10 @@ async fn upstream_to_client(
                     b'C' | b'I' | b's' => {
                         rs.end_result();
                         let tag_text = match tag {
-                            b'C' => codec::Reader::new(body).cstr("command tag").unwrap_or("").to_string(),
+                            b'C' => codec::Reader::new(body)
+                                .cstr("command tag")
+                                .unwrap_or("")
+                                .to_string(),
                             b'I' => "EMPTY".to_string(),
                             _ => "SUSPENDED".to_string(),
                         };
@@ -987,7 +1017,11 @@ async fn upstream_to_client(
                     b'E' => {
                         rs.end_result();
                         let fields = codec::parse_error_fields(body).unwrap_or_default();
-                        if let Some(i) = sh.denials.iter().position(|d| fields.message.contains(&d.nonce)) {
+                        if let Some(i) = sh
+                            .denials
+                            .iter()
+                            .position(|d| fields.message.contains(&d.nonce))
+                        {
                             if let Some(d) = sh.denials.remove(i) {
                                 codec::write_error(
                                     &mut out,

@@ -27,7 +27,11 @@ pub fn parse_row_description(body: &[u8]) -> Result<Vec<Column>, CodecError> {
         let _typlen = r.i16("type length")?;
         let _typmod = r.i32("type modifier")?;
         let format = r.i16("format code")?;
-        cols.push(Column { name, type_oid, binary: format == 1 });
+        cols.push(Column {
+            name,
+            type_oid,
+            binary: format == 1,
+        });
     }
     Ok(cols)
 }
@@ -35,7 +39,12 @@ pub fn parse_row_description(body: &[u8]) -> Result<Vec<Column>, CodecError> {
 pub fn plan_for(masker: &warden_masking::ConnectionMasker, cols: &[Column]) -> ColumnPlan {
     let infos: Vec<ColumnInfo> = cols
         .iter()
-        .map(|c| ColumnInfo { name: c.name.clone(), table: None, type_oid: c.type_oid, binary: c.binary })
+        .map(|c| ColumnInfo {
+            name: c.name.clone(),
+            table: None,
+            type_oid: c.type_oid,
+            binary: c.binary,
+        })
         .collect();
     masker.plan_columns(&infos)
 }
@@ -60,7 +69,11 @@ pub fn row_values(body: &[u8]) -> Result<Vec<Option<&[u8]>>, CodecError> {
 
 /// Mask a DataRow body. Returns the replacement frame (tag and length included) when any
 /// value changed; `None` when the row passes unchanged.
-pub fn mask_data_row(body: &[u8], plan: &ColumnPlan, stats: &mut MaskStats) -> Result<Option<BytesMut>, CodecError> {
+pub fn mask_data_row(
+    body: &[u8],
+    plan: &ColumnPlan,
+    stats: &mut MaskStats,
+) -> Result<Option<BytesMut>, CodecError> {
     let vals = row_values(body)?;
     let mut results: Vec<MaskResult> = Vec::with_capacity(vals.len());
     let mut changed = false;
@@ -123,7 +136,13 @@ fn render(v: &[u8], binary: bool) -> serde_json::Value {
 
 impl Capture {
     /// Keep this row if the caps allow (`values` are what the client got).
-    pub fn add_row(&mut self, values: &[Option<&[u8]>], binary: &[bool], max_rows: usize, max_bytes: usize) {
+    pub fn add_row(
+        &mut self,
+        values: &[Option<&[u8]>],
+        binary: &[bool],
+        max_rows: usize,
+        max_bytes: usize,
+    ) {
         if self.truncated {
             return;
         }
@@ -154,7 +173,8 @@ impl Capture {
             return;
         }
         self.bytes += line.len();
-        self.rows.push(render(line.strip_suffix(b"\n").unwrap_or(line), false));
+        self.rows
+            .push(render(line.strip_suffix(b"\n").unwrap_or(line), false));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -162,7 +182,10 @@ impl Capture {
     }
 
     /// `response.masked` and `response.masked_values` for evidence.
-    pub fn into_evidence(self, total_rows: u64) -> (Option<serde_json::Value>, BTreeMap<String, u64>) {
+    pub fn into_evidence(
+        self,
+        total_rows: u64,
+    ) -> (Option<serde_json::Value>, BTreeMap<String, u64>) {
         if self.rows.is_empty() && self.columns.is_empty() {
             return (None, self.stats.per_detector);
         }
@@ -212,14 +235,28 @@ mod tests {
         let m = Masker::new(&cfg).unwrap();
         let cm = m.for_connection("x").unwrap();
         let cols = vec![
-            Column { name: "id".into(), type_oid: 23, binary: false },
-            Column { name: "email".into(), type_oid: 25, binary: false },
-            Column { name: "ssn".into(), type_oid: 25, binary: false },
+            Column {
+                name: "id".into(),
+                type_oid: 23,
+                binary: false,
+            },
+            Column {
+                name: "email".into(),
+                type_oid: 25,
+                binary: false,
+            },
+            Column {
+                name: "ssn".into(),
+                type_oid: 25,
+                binary: false,
+            },
         ];
         let plan = plan_for(&cm, &cols);
         let body = data_row(&[Some(b"7"), Some(b"jane@example.com"), Some(b"123-45-6789")]);
         let mut stats = MaskStats::default();
-        let out = mask_data_row(&body, &plan, &mut stats).unwrap().expect("changed");
+        let out = mask_data_row(&body, &plan, &mut stats)
+            .unwrap()
+            .expect("changed");
         assert_eq!(out[0], b'D');
         let vals = row_values(&out[5..]).unwrap();
         assert_eq!(vals.len(), 3);

@@ -63,7 +63,10 @@ pub struct EvidenceLimits {
 
 impl Default for EvidenceLimits {
     fn default() -> Self {
-        EvidenceLimits { response_rows: 20, response_bytes: 16 * 1024 }
+        EvidenceLimits {
+            response_rows: 20,
+            response_bytes: 16 * 1024,
+        }
     }
 }
 
@@ -86,13 +89,25 @@ impl Pipeline {
         jwt: Option<JwtValidator>,
         approvals: Option<Approvals>,
     ) -> Arc<Pipeline> {
-        Self::build(PipelineParts { connections, policy, store, jwt, approvals, masker: None, limits: EvidenceLimits::default() })
+        Self::build(PipelineParts {
+            connections,
+            policy,
+            store,
+            jwt,
+            approvals,
+            masker: None,
+            limits: EvidenceLimits::default(),
+        })
     }
 
     pub fn build(p: PipelineParts) -> Arc<Pipeline> {
         let ledger = p.store.ledger();
         Arc::new(Pipeline {
-            connections: p.connections.into_iter().map(|c| (c.name.clone(), Arc::new(c))).collect(),
+            connections: p
+                .connections
+                .into_iter()
+                .map(|c| (c.name.clone(), Arc::new(c)))
+                .collect(),
             policy: p.policy,
             store: p.store,
             ledger,
