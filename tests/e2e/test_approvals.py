@@ -77,6 +77,13 @@ class Hooks(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def gw(pg):
+    # Its own table: approved writes here must not change what other suites count in `items`.
+    pg.admin_psql(
+        "drop table if exists appr_items; create table appr_items(id int primary key, name text, price numeric);"
+        "insert into appr_items select g, 'item-' || g, (g % 100) + 0.5 from generate_series(1, 20) g;"
+        "alter table appr_items owner to orders_app;",
+        db="orders",
+    )
     hook_port = free_port()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", hook_port), Hooks)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -137,12 +144,12 @@ def decided(gw, approval_id: str) -> list[dict]:
 
 
 def test_held_update_approved_via_cli(gw):
-    p = held_psql(gw, "UPDATE items SET price = 1.5 WHERE id = 7")
-    a = pending_for(gw, "UPDATE items SET price = 1.5")
+    p = held_psql(gw, "UPDATE appr_items SET price = 1.5 WHERE id = 7")
+    a = pending_for(gw, "UPDATE appr_items SET price = 1.5")
     aid = a["id"]
     assert a["requester"] == "agent:reporter" and a["approvers"] == ["group:dba"]
     # Other statements flow meanwhile, on another connection.
-    r = gw.psql("SELECT name FROM items WHERE id = 7", gw.keys["reporter"].secret)
+    r = gw.psql("SELECT name FROM appr_items WHERE id = 7", gw.keys["reporter"].secret)
     assert r.returncode == 0 and r.stdout.strip() == "item-7", r.stderr
     assert p.poll() is None, "the UPDATE must still be held"
 
@@ -174,14 +181,14 @@ def test_held_update_approved_via_cli(gw):
 
 
 def test_deny_via_cli_fails_the_statement(gw):
-    p = held_psql(gw, "UPDATE items SET price = 2.5 WHERE id = 8")
+    p = held_psql(gw, "UPDATE appr_items SET price = 2.5 WHERE id = 8")
     aid = pending_for(gw, "price = 2.5")["id"]
     r = cli(gw, ["deny", aid, "--comment", "not now"], gw.keys["dana"].secret)
     assert r.returncode == 0 and f"denied {aid}" in r.stdout, r.stderr
     out, err = p.communicate(timeout=30)
     assert p.returncode != 0
     assert aid in err and "not now" in err, err
-    assert gw.psql("SELECT price FROM items WHERE id = 8",
+    assert gw.psql("SELECT price FROM appr_items WHERE id = 8",
                    gw.keys["reporter"].secret).stdout.strip() == "8.5"
     d = decided(gw, aid)
     assert d[-1]["approval"]["decision"] == "denied"
@@ -207,7 +214,7 @@ def test_min_approvals_two_distinct(gw):
 
 
 def test_timeout(gw):
-    p = held_psql(gw, "UPDATE items SET price = 3.5 WHERE id = 9")
+    p = held_psql(gw, "UPDATE appr_items SET price = 3.5 WHERE id = 9")
     aid = pending_for(gw, "price = 3.5")["id"]
     out, err = p.communicate(timeout=60)
     assert p.returncode != 0 and aid in err, err
@@ -217,13 +224,13 @@ def test_timeout(gw):
 
 
 def test_grant_covers_later_statements(gw):
-    p = held_psql(gw, "INSERT INTO items VALUES (5001, 'granted-1', 1)")
+    p = held_psql(gw, "INSERT INTO appr_items VALUES (5001, 'granted-1', 1)")
     aid = pending_for(gw, "granted-1")["id"]
     assert cli(gw, ["approve", aid], gw.keys["dana"].secret).returncode == 0
     _, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
     # Within the grant: no hold.
-    r = gw.psql("INSERT INTO items VALUES (5002, 'granted-2', 1)", gw.keys["reporter"].secret,
+    r = gw.psql("INSERT INTO appr_items VALUES (5002, 'granted-2', 1)", gw.keys["reporter"].secret,
                 timeout=10)
     assert r.returncode == 0 and "INSERT 0 1" in r.stdout, r.stderr
 
