@@ -50,6 +50,30 @@ effect = "approve"
 approvers = ["group:dba"]
 min_approvals = 2
 
+# A second name for the same database: the base config denies DELETE on `orders`.
+[[connections]]
+name = "orders_apr"
+protocol = "postgres"
+upstream = "127.0.0.1:{pg_port}"
+database = "orders"
+user = "orders_app"
+password = "${{ORDERS_PW}}"
+
+[[rules]]
+id = "agents-read-apr"
+principals = ["group:agents"]
+connections = ["orders_apr"]
+sql = ["select"]
+effect = "allow"
+
+[[rules]]
+id = "agents-delete-needs-dba"
+principals = ["group:agents"]
+connections = ["orders_apr"]
+sql = ["delete"]
+effect = "approve"
+approvers = ["group:dba"]
+
 [[rules]]
 id = "agents-insert-granted"
 principals = ["group:agents"]
@@ -90,7 +114,7 @@ def gw(pg):
     tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-apr-"))
     port, admin_port = free_port(), free_port()
     cfg = write_config(tmp, pg.port, port, free_port(), admin_port=admin_port,
-                       extra=EXTRA.format(timeout="8s", hook_port=hook_port, secret=SECRET))
+                       extra=EXTRA.format(timeout="8s", hook_port=hook_port, secret=SECRET, pg_port=pg.port))
     r = run_warden(["config", "check", "--config", str(cfg)])
     assert r.returncode == 0, r.stdout + r.stderr
     w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
@@ -119,11 +143,11 @@ def cli(gw, args: list[str], token: str | None) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
-def held_psql(gw, sql: str) -> subprocess.Popen:
+def held_psql(gw, sql: str, db: str = "orders") -> subprocess.Popen:
     env = dict(os.environ, PGPASSWORD=gw.keys["reporter"].secret, PGCONNECT_TIMEOUT="10")
     env.pop("PGOPTIONS", None)
     return subprocess.Popen(
-        ["psql", gw.conninfo("agent:reporter"), "-X", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
+        ["psql", gw.conninfo("agent:reporter", db), "-X", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -271,3 +295,84 @@ def test_webhooks_signed(gw):
     ev = events()
     assert {e["event"] for e in ev} == {"approval.requested", "approval.decided"}
     assert all(e["link"].startswith(gw.admin_url + "/api/v1/approvals/apr_") for e in ev)
+
+
+def _agent_conn(gw):
+    import psycopg
+    k = gw.keys["reporter"]
+    return psycopg.connect(host="127.0.0.1", port=gw.port, dbname="orders_apr", user=k.principal,
+                           password=k.secret, connect_timeout=10, autocommit=True)
+
+
+def test_psycopg_delete_held_while_other_connection_flows_then_approved(gw):
+    """The issue's scenario: a psycopg agent's DELETE (extended protocol, with a parameter)
+    waits in its live session; SELECTs on another connection flow; an approver approves via
+    the CLI; the DELETE completes; the session stays usable; evidence ties it together."""
+    result: dict = {}
+    notices: list[str] = []
+
+    def agent():
+        with _agent_conn(gw) as conn:
+            conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+            cur = conn.execute("DELETE FROM appr_items WHERE id = %s", (15,))
+            result["rowcount"] = cur.rowcount
+            result["after"] = conn.execute("select count(*) from appr_items where id = 15").fetchone()[0]
+
+    t = threading.Thread(target=agent)
+    t.start()
+    a = pending_for(gw, "DELETE FROM appr_items WHERE id = $1")
+    with _agent_conn(gw) as other:
+        assert other.execute("select count(*) from appr_items").fetchone()[0] >= 1
+    assert t.is_alive(), "the DELETE must be held"
+    r = cli(gw, ["approve", a["id"], "--comment", "cleanup ok"], gw.keys["dana"].secret)
+    assert r.returncode == 0, r.stderr
+    t.join(timeout=30)
+    assert not t.is_alive()
+    assert result == {"rowcount": 1, "after": 0}
+    assert any(a["id"] in n for n in notices), notices
+    req = [x for x in gw.audit(kind="action.request")
+           if x["action"]["text"] == "DELETE FROM appr_items WHERE id = $1"]
+    assert len(req) == 1
+    assert req[0]["action"]["params"] == ["15"]
+    assert req[0]["decision"]["effect"] == "approve"
+    assert req[0]["approval"]["id"] == a["id"]
+    assert req[0]["approval"]["approver"] == "user:dana"
+    assert req[0]["approval"]["comment"] == "cleanup ok"
+
+
+def test_cancel_while_waiting_withdraws(gw):
+    import psycopg
+    errors: list = []
+
+    def agent(conn):
+        try:
+            conn.execute("DELETE FROM appr_items WHERE id = 16")
+        except psycopg.Error as e:  # noqa: PERF203
+            errors.append(e)
+
+    with _agent_conn(gw) as conn:
+        t = threading.Thread(target=agent, args=(conn,))
+        t.start()
+        a = pending_for(gw, "DELETE FROM appr_items WHERE id = 16")
+        conn.cancel()
+        t.join(timeout=15)
+        assert not t.is_alive()
+        assert errors and errors[0].sqlstate == "57014", errors
+        # The session is still usable afterwards.
+        assert conn.execute("select count(*) from appr_items where id = 16").fetchone()[0] == 1
+    got = wait_for(lambda: [d for d in decided(gw, a["id"]) if d["approval"]["decision"] == "withdrawn"],
+                   timeout=10, what="a withdrawn record")
+    assert "cancel" in (got[0]["approval"].get("comment") or got[0].get("detail") or "")
+    r = cli(gw, ["approve", a["id"]], gw.keys["dana"].secret)
+    assert r.returncode == 1, "a withdrawn request can no longer be approved"
+
+
+def test_disconnect_while_waiting_withdraws(gw):
+    p = held_psql(gw, "DELETE FROM appr_items WHERE id = 17", db="orders_apr")
+    a = pending_for(gw, "DELETE FROM appr_items WHERE id = 17")
+    p.kill()
+    p.wait(timeout=10)
+    wait_for(lambda: [d for d in decided(gw, a["id"]) if d["approval"]["decision"] == "withdrawn"],
+             timeout=10, what="a withdrawn record after the client vanished")
+    r = gw.psql("select count(*) from appr_items where id = 17", gw.keys["dana"].secret, user="user:dana")
+    assert r.stdout.strip() == "1", "the held DELETE never ran"
