@@ -7,12 +7,14 @@
 #![forbid(unsafe_code)]
 
 pub mod rules;
+pub mod shadow;
 pub mod sql;
 
 pub use rules::{
     ActionClass, Explanation, MatchedRule, Policy, PrincipalPattern, Rule, http_pattern_matches,
     validate_http_pattern,
 };
+pub use shadow::{Shadowed, shadowed_rules};
 pub use sql::{
     Dialect, SqlKind, StatementInfo, classify, classify_one, split_statements,
     split_statements_dialect,

@@ -238,6 +238,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     cfg.connections.len(),
                     cfg.rules.len()
                 );
+                let shadowed = warden_policy::shadowed_rules(&cfg.rules);
+                for s in &shadowed {
+                    println!("  warning: rule `{}` never decides anything: {}", s.shadowed, s.why);
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(errs) => {

@@ -64,6 +64,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         rules: cfg.rule_approvals.clone(),
         timeout: cfg.approvals.timeout,
     };
+    for sh in warden_policy::shadowed_rules(&cfg.rules) {
+        tracing::warn!(rule = %sh.shadowed, by = %sh.by, "shadowed rule: {}", sh.why);
+    }
     let masker = if cfg.masking.rules.is_empty() {
         None
     } else {
