@@ -26,6 +26,8 @@ pub enum SessionEnd {
     ProtocolError(String),
     LedgerFailed(String),
     Shutdown,
+    /// A logical (HTTP/MCP) session saw no request for this long.
+    Idle(String),
 }
 
 impl SessionEnd {
@@ -37,6 +39,7 @@ impl SessionEnd {
             SessionEnd::ProtocolError(e) => format!("protocol error: {e}"),
             SessionEnd::LedgerFailed(e) => format!("evidence ledger failed: {e}"),
             SessionEnd::Shutdown => "gateway shutting down".into(),
+            SessionEnd::Idle(d) => format!("no request for {d}"),
         }
     }
 }
@@ -132,6 +135,16 @@ impl Session {
             &self.principal,
             &self.connection.name,
             &ActionClass::Sql(info),
+        )
+    }
+
+    /// Decide an HTTP request: `method` as sent, `path` relative to the connection
+    /// (normalized, without the query).
+    pub fn decide_http(&self, method: &str, path: &str) -> Decision {
+        self.pipeline.policy.decide(
+            &self.principal,
+            &self.connection.name,
+            &ActionClass::Http { method, path },
         )
     }
 

@@ -567,7 +567,11 @@ impl Config {
                     }
                 }
             }
-            let tls = match c.tls.as_ref().map(|t| t.get_ref().as_str()) {
+            // HTTP(S) upstreams: a `ca_file` / `server_name` alone means "verify with it".
+            let implied = (protocol == Protocol::Http
+                && (c.ca_file.is_some() || c.server_name.is_some()))
+            .then_some("verify-full");
+            let tls = match c.tls.as_ref().map(|t| t.get_ref().as_str()).or(implied) {
                 None | Some("disable") => UpstreamTls::Disable,
                 Some("verify-full") | Some("require") => UpstreamTls::VerifyFull {
                     ca_file: c

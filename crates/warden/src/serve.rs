@@ -132,10 +132,27 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             }
         }));
     }
-    for (name, addr) in [("mysql", &cfg.mysql_listen), ("http", &cfg.http_listen)] {
-        if let Some(a) = addr {
-            tracing::warn!(listener = name, addr = %a, "this listener is not available in this version yet; ignoring");
-        }
+    if let Some(addr) = &cfg.http_listen {
+        let gateway = warden_http::HttpGateway::new(
+            pipeline.clone(),
+            &cfg.connections,
+            warden_http::HttpConfig {
+                tls: tls.clone(),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("HTTP listener: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the HTTP listener on {addr}"))?;
+        tracing::info!(%addr, tls = tls.is_some(), "HTTP listener ready");
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(gateway.serve(listener, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })));
+    }
+    if let Some(a) = &cfg.mysql_listen {
+        tracing::warn!(listener = "mysql", addr = %a, "this listener is not available in this version yet; ignoring");
     }
     eprintln!(
         "warden: serving {} connection(s) with {} rule(s); evidence in {}",

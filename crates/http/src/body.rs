@@ -1,0 +1,303 @@
+//! Bodies: the request tap (counts bytes, keeps the first few for evidence) and the
+//! response tap (masks text chunk by chunk, keeps a masked excerpt, reports once the body
+//! has been delivered or abandoned). Neither buffers a whole body.
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use warden_masking::{MaskStats, StreamMasker};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every body Warden sends (to the upstream or to the client).
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full(b: impl Into<Bytes>) -> ProxyBody {
+    Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn empty() -> ProxyBody {
+    full(Bytes::new())
+}
+
+/// Byte count plus the first `cap` bytes of a body.
+#[derive(Debug, Default, Clone)]
+pub struct Capture {
+    pub bytes: u64,
+    pub head: Vec<u8>,
+    pub cap: usize,
+}
+
+impl Capture {
+    pub fn new(cap: usize) -> Capture {
+        Capture {
+            bytes: 0,
+            head: Vec::new(),
+            cap,
+        }
+    }
+    pub fn push(&mut self, d: &[u8]) {
+        self.bytes += d.len() as u64;
+        let room = self.cap.saturating_sub(self.head.len());
+        if room > 0 {
+            self.head.extend_from_slice(&d[..d.len().min(room)]);
+        }
+    }
+    pub fn truncated(&self) -> bool {
+        self.bytes > self.head.len() as u64
+    }
+}
+
+/// The client's request body on its way upstream.
+pub struct RequestTap<B> {
+    inner: B,
+    capture: Arc<Mutex<Capture>>,
+}
+
+impl<B> RequestTap<B> {
+    pub fn new(inner: B, capture: Arc<Mutex<Capture>>) -> Self {
+        RequestTap { inner, capture }
+    }
+}
+
+impl<B> Body for RequestTap<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            Some(Ok(f)) => {
+                if let Some(d) = f.data_ref() {
+                    self.capture
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(d);
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How a response body ended.
+#[derive(Debug)]
+pub struct TapOutcome {
+    /// `ok` (delivered), `interrupted` (client went away), `error` (upstream failed).
+    pub status: &'static str,
+    pub error: Option<String>,
+    /// Bytes delivered to the client (after masking).
+    pub bytes_out: u64,
+    /// Bytes read from the upstream.
+    pub bytes_in: u64,
+    /// The first bytes the client saw (masked).
+    pub excerpt: Capture,
+    pub stats: MaskStats,
+}
+
+pub type Finalizer = Box<dyn FnOnce(TapOutcome) + Send>;
+
+/// The response body on its way to the client.
+pub struct ResponseTap {
+    inner: ProxyBody,
+    prefix: Option<Bytes>,
+    masker: Option<StreamMasker>,
+    stats: MaskStats,
+    excerpt: Capture,
+    bytes_in: u64,
+    bytes_out: u64,
+    trailers: Option<HeaderMap>,
+    finished: bool,
+    done: Option<Finalizer>,
+}
+
+impl ResponseTap {
+    /// `prefix`: bytes already read from `inner` (sent first); `masker`: mask text as it
+    /// streams; `stats`: counts from masking already done (buffered JSON).
+    pub fn new(
+        inner: ProxyBody,
+        prefix: Option<Bytes>,
+        masker: Option<StreamMasker>,
+        stats: MaskStats,
+        bytes_in: u64,
+        excerpt_cap: usize,
+        done: Finalizer,
+    ) -> ResponseTap {
+        ResponseTap {
+            inner,
+            prefix,
+            masker,
+            stats,
+            excerpt: Capture::new(excerpt_cap),
+            bytes_in,
+            bytes_out: 0,
+            trailers: None,
+            finished: false,
+            done: Some(done),
+        }
+    }
+
+    /// The body failed before it was handed to hyper: report `error` now.
+    pub fn abort(mut self, msg: String) {
+        self.finished = true;
+        self.finalize("error", Some(msg));
+    }
+
+    fn process(&mut self, data: &[u8]) -> Bytes {
+        let out = match &mut self.masker {
+            Some(m) => {
+                let mut out = Vec::with_capacity(data.len() + 64);
+                m.push(data, &mut out, &mut self.stats);
+                Bytes::from(out)
+            }
+            None => Bytes::copy_from_slice(data),
+        };
+        self.emit(out)
+    }
+
+    fn emit(&mut self, out: Bytes) -> Bytes {
+        self.excerpt.push(&out);
+        self.bytes_out += out.len() as u64;
+        out
+    }
+
+    fn finish_masker(&mut self) -> Bytes {
+        let Some(m) = &mut self.masker else {
+            return Bytes::new();
+        };
+        let mut out = Vec::new();
+        m.finish(&mut out, &mut self.stats);
+        let out = Bytes::from(out);
+        self.emit(out)
+    }
+
+    fn finalize(&mut self, status: &'static str, error: Option<String>) {
+        if let Some(done) = self.done.take() {
+            done(TapOutcome {
+                status,
+                error,
+                bytes_out: self.bytes_out,
+                bytes_in: self.bytes_in,
+                excerpt: std::mem::take(&mut self.excerpt),
+                stats: std::mem::take(&mut self.stats),
+            });
+        }
+    }
+}
+
+impl Drop for ResponseTap {
+    fn drop(&mut self) {
+        if self.finished || self.done.is_none() {
+            return;
+        }
+        if self.prefix.is_none() && self.inner.is_end_stream() {
+            // Nothing left to send (HEAD, 204, 304, or an empty body never polled).
+            let _ = self.finish_masker();
+            self.finalize("ok", None);
+        } else {
+            self.finalize(
+                "interrupted",
+                Some("the client stopped reading before the body ended".into()),
+            );
+        }
+    }
+}
+
+impl Body for ResponseTap {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(p) = this.prefix.take() {
+                let out = this.process(&p);
+                if !out.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+                continue;
+            }
+            if this.finished {
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(d) => {
+                        this.bytes_in += d.len() as u64;
+                        let out = this.process(&d);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                    Err(frame) => {
+                        this.trailers = frame.into_trailers().ok();
+                        this.finished = true;
+                        let out = this.finish_masker();
+                        this.finalize("ok", None);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                },
+                Some(Err(e)) => {
+                    this.finished = true;
+                    this.finalize("error", Some(format!("upstream body failed: {e}")));
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    this.finished = true;
+                    let out = this.finish_masker();
+                    this.finalize("ok", None);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished && self.trailers.is_none() && self.prefix.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.masker.is_some() {
+            SizeHint::default()
+        } else {
+            let mut h = self.inner.size_hint();
+            if let Some(p) = &self.prefix {
+                let n = p.len() as u64;
+                h.set_lower(h.lower() + n);
+                if let Some(u) = h.upper() {
+                    h.set_upper(u + n);
+                }
+            }
+            h
+        }
+    }
+}

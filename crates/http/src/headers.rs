@@ -1,0 +1,216 @@
+//! Header rewriting: hop-by-hop removal (RFC 9110 §7.6.1), the credential swap, Warden's
+//! own headers, `X-Forwarded-*`, and the redacted copy kept as evidence.
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub const WARDEN_PURPOSE: &str = "warden-purpose";
+pub const WARDEN_SESSION: &str = "warden-session";
+pub const WARDEN_APPROVAL: &str = "warden-approval";
+
+/// Headers that only describe one hop and are never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Remove hop-by-hop headers, including every header named in `Connection`. Returns the
+/// `Upgrade` value when the message asked for an upgrade (`Connection: upgrade`), so the
+/// caller can pass it on deliberately.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut named: Vec<HeaderName> = Vec::new();
+    let mut upgrade_requested = false;
+    for v in h.get_all(header::CONNECTION) {
+        if let Ok(s) = v.to_str() {
+            for tok in s.split(',') {
+                let tok = tok.trim();
+                if tok.eq_ignore_ascii_case("upgrade") {
+                    upgrade_requested = true;
+                }
+                if let Ok(n) = HeaderName::from_bytes(tok.as_bytes()) {
+                    named.push(n);
+                }
+            }
+        }
+    }
+    let upgrade = if upgrade_requested {
+        h.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+    upgrade
+}
+
+/// Take Warden's own headers out of a request (they are never forwarded).
+pub struct WardenHeaders {
+    pub purpose: Option<HeaderValue>,
+    pub session: Option<HeaderValue>,
+    pub approval: Option<HeaderValue>,
+}
+
+pub fn take_warden_headers(h: &mut HeaderMap) -> WardenHeaders {
+    let w = WardenHeaders {
+        purpose: h.get(WARDEN_PURPOSE).cloned(),
+        session: h.get(WARDEN_SESSION).cloned(),
+        approval: h.get(WARDEN_APPROVAL).cloned(),
+    };
+    // Any other `warden-*` header is Warden's namespace too.
+    let ours: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("warden-"))
+        .cloned()
+        .collect();
+    for k in ours {
+        h.remove(k);
+    }
+    w
+}
+
+/// Header names whose values are credentials or session secrets: recorded as
+/// `<redacted>`, never quoted.
+pub fn is_sensitive(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie" | "x-csrf-token"
+    ) || [
+        "token",
+        "secret",
+        "password",
+        "api-key",
+        "apikey",
+        "api_key",
+        "auth",
+        "session",
+        "signature",
+        "credential",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+/// The request's headers as evidence: `name: value` strings, credentials redacted,
+/// values capped at 512 characters.
+pub fn evidence_headers(h: &HeaderMap) -> Vec<Option<String>> {
+    h.iter()
+        .map(|(k, v)| {
+            let value = if is_sensitive(k.as_str()) {
+                "<redacted>".to_string()
+            } else {
+                let s = String::from_utf8_lossy(v.as_bytes());
+                let mut s: String = s.chars().filter(|c| !c.is_control()).take(512).collect();
+                if v.len() > 512 {
+                    s.push('…');
+                }
+                s
+            };
+            Some(format!("{}: {value}", k.as_str()))
+        })
+        .collect()
+}
+
+/// Replace any `X-Forwarded-*` / `Forwarded` the client sent (it could claim anything)
+/// with what Warden saw.
+pub fn set_forwarded(h: &mut HeaderMap, client_ip: &str, proto: &str, host: Option<&HeaderValue>) {
+    h.remove(header::FORWARDED);
+    h.remove("x-forwarded-for");
+    h.remove("x-forwarded-proto");
+    h.remove("x-forwarded-host");
+    h.remove("x-real-ip");
+    if let Ok(v) = HeaderValue::from_str(client_ip) {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
+    );
+    if let Some(host) = host {
+        h.insert("x-forwarded-host", host.clone());
+    }
+}
+
+/// The connection's configured headers (the credential swap), parsed once.
+pub fn parse_inject(
+    headers: &[(String, String)],
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("header name `{k}` is not a valid HTTP header name"))?;
+            let mut value = HeaderValue::from_str(v).map_err(|_| {
+                format!("the value of header `{k}` is not a valid HTTP header value")
+            })?;
+            value.set_sensitive(true);
+            Ok((name, value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        assert!(strip_hop_by_hop(&mut h).is_none());
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert_eq!(strip_hop_by_hop(&mut h).unwrap(), "websocket");
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn evidence_redacts_credentials() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer wk_abc"));
+        h.insert("cookie", HeaderValue::from_static("sid=1"));
+        h.insert("x-api-key", HeaderValue::from_static("k"));
+        h.insert("accept", HeaderValue::from_static("application/json"));
+        let e: Vec<String> = evidence_headers(&h).into_iter().flatten().collect();
+        assert!(e.contains(&"authorization: <redacted>".to_string()));
+        assert!(e.contains(&"cookie: <redacted>".to_string()));
+        assert!(e.contains(&"x-api-key: <redacted>".to_string()));
+        assert!(e.contains(&"accept: application/json".to_string()));
+        assert!(!e.iter().any(|s| s.contains("wk_abc")));
+    }
+
+    #[test]
+    fn warden_headers_are_consumed() {
+        let mut h = HeaderMap::new();
+        h.insert("warden-purpose", HeaderValue::from_static("INC-1"));
+        h.insert("warden-session", HeaderValue::from_static("run-7"));
+        h.insert("warden-approval", HeaderValue::from_static("ap_1"));
+        h.insert("warden-other", HeaderValue::from_static("x"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        let w = take_warden_headers(&mut h);
+        assert_eq!(w.purpose.unwrap(), "INC-1");
+        assert_eq!(w.session.unwrap(), "run-7");
+        assert_eq!(w.approval.unwrap(), "ap_1");
+        assert_eq!(h.len(), 1);
+    }
+}

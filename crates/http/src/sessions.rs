@@ -1,0 +1,187 @@
+//! HTTP evidence sessions: one per `Warden-Session` value per principal and connection
+//! (kept while requests keep coming, ended after an idle period), or one per request when
+//! the header is absent.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::OnceCell;
+use warden_core::Principal;
+use warden_pipeline::{ConnectionSpec, Pipeline, Session, SessionEnd};
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    principal: String,
+    on_behalf_of: Option<String>,
+    connection: String,
+    session: String,
+}
+
+struct Entry {
+    cell: Arc<OnceCell<Arc<Session>>>,
+    last_used: Instant,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Keyed sessions, shared by all connections of the listener.
+pub struct Sessions {
+    map: Mutex<HashMap<Key, Entry>>,
+    pub idle: Duration,
+    pub max: usize,
+}
+
+/// A session in use by one request. Per-request sessions end when the lease is ended;
+/// keyed ones stay open.
+pub struct Lease {
+    pub session: Arc<Session>,
+    keyed: Option<Arc<AtomicUsize>>,
+}
+
+impl Lease {
+    pub fn keyed(&self) -> bool {
+        self.keyed.is_some()
+    }
+
+    /// The request is over: end a per-request session (durably, in the background).
+    pub fn release(self, why: SessionEnd) {
+        match self.keyed {
+            Some(n) => {
+                n.fetch_sub(1, Ordering::AcqRel);
+            }
+            None => {
+                let s = self.session;
+                tokio::spawn(async move { s.end(why).await });
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum OpenError {
+    TooMany,
+    Ledger(String),
+}
+
+impl Sessions {
+    pub fn new(idle: Duration, max: usize) -> Arc<Sessions> {
+        Arc::new(Sessions {
+            map: Mutex::new(HashMap::new()),
+            idle,
+            max,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session for this request: the keyed one (opened on first use) or a new one.
+    pub async fn lease(
+        &self,
+        pipeline: &Arc<Pipeline>,
+        principal: &Principal,
+        connection: &Arc<ConnectionSpec>,
+        client: &str,
+        key: Option<&str>,
+        purpose: Option<String>,
+    ) -> Result<Lease, OpenError> {
+        let Some(key) = key else {
+            let s = Session::open(
+                pipeline.clone(),
+                principal.clone(),
+                connection.clone(),
+                client.to_string(),
+                purpose,
+            )
+            .await
+            .map_err(|e| OpenError::Ledger(e.to_string()))?;
+            return Ok(Lease {
+                session: s,
+                keyed: None,
+            });
+        };
+        let k = Key {
+            principal: principal.id.clone(),
+            on_behalf_of: principal.on_behalf_of.clone(),
+            connection: connection.name.clone(),
+            session: key.to_string(),
+        };
+        let (cell, in_flight) = {
+            let mut map = self.lock();
+            if !map.contains_key(&k) && map.len() >= self.max {
+                return Err(OpenError::TooMany);
+            }
+            let e = map.entry(k).or_insert_with(|| Entry {
+                cell: Arc::new(OnceCell::new()),
+                last_used: Instant::now(),
+                in_flight: Arc::new(AtomicUsize::new(0)),
+            });
+            e.last_used = Instant::now();
+            e.in_flight.fetch_add(1, Ordering::AcqRel);
+            (e.cell.clone(), e.in_flight.clone())
+        };
+        let opened = cell
+            .get_or_try_init(|| {
+                Session::open(
+                    pipeline.clone(),
+                    principal.clone(),
+                    connection.clone(),
+                    client.to_string(),
+                    purpose.clone(),
+                )
+            })
+            .await;
+        match opened {
+            Ok(s) => {
+                if purpose.is_some() && s.purpose() != purpose {
+                    s.set_purpose(purpose);
+                }
+                Ok(Lease {
+                    session: s.clone(),
+                    keyed: Some(in_flight),
+                })
+            }
+            Err(e) => {
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                Err(OpenError::Ledger(e.to_string()))
+            }
+        }
+    }
+
+    /// End sessions idle longer than `idle` (none of whose requests is in flight).
+    pub async fn sweep(&self, all: bool) {
+        let now = Instant::now();
+        let expired: Vec<Arc<Session>> = {
+            let mut map = self.lock();
+            let keys: Vec<Key> = map
+                .iter()
+                .filter(|(_, e)| {
+                    all || (e.in_flight.load(Ordering::Acquire) == 0
+                        && now.duration_since(e.last_used) >= self.idle)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| map.remove(&k))
+                .filter_map(|e| e.cell.get().cloned())
+                .collect()
+        };
+        let why = if all {
+            SessionEnd::Shutdown
+        } else {
+            SessionEnd::Idle(warden_approvals::humanize(self.idle))
+        };
+        for s in expired {
+            s.end(why.clone()).await;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
