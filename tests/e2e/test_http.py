@@ -1,0 +1,684 @@
+"""HTTP gateway end to end: a real upstream (Python http.server in a thread) behind
+``warden serve``'s HTTP listener, driven by curl, httpx, raw sockets and the openai SDK.
+
+Proves: the credential swap (the upstream sees only Warden's credential; the agent's key
+is nowhere in the store), deny / unknown / unauthenticated / upstream-down answers,
+purpose and sessions in evidence, JSON masking with a right Content-Length, bounded memory
+on 200 MiB streamed both ways, request-smuggling and header-injection refusals, HTTP/2,
+protocol upgrades, approvals with ``Prefer: respond-async``, and an unmodified agent SDK.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pytest
+
+from conftest import (WARDEN_BIN, Warden, free_port, require_tool, run_warden, start_warden,
+                      stop_process, wait_for, write_config)
+
+UPSTREAM_TOKEN = "upstream-secret-4d1f"
+UPSTREAM_API_KEY = "k-7731"
+LLM_TOKEN = "sk-llm-upstream-99"
+CARD = "4111 1111 1111 1111"
+EMAIL = "alice.cooper@example.com"
+
+EXTRA = """http = "127.0.0.1:{hport}"
+
+[approvals]
+timeout = "60s"
+
+[[connections]]
+name = "billing"
+protocol = "http"
+upstream = "http://127.0.0.1:{up}"
+headers = {{ Authorization = "Bearer {token}", X-Api-Key = "{api_key}" }}
+
+[[connections]]
+name = "down"
+protocol = "http"
+upstream = "http://127.0.0.1:{down}"
+
+[[connections]]
+name = "llm"
+protocol = "http"
+upstream = "http://127.0.0.1:{up}/v1"
+headers = {{ Authorization = "Bearer {llm_token}" }}
+
+[[rules]]
+id = "read-invoices"
+principals = ["group:agents"]
+connections = ["billing"]
+http = ["GET /invoices/**", "GET /big", "GET /bigtext", "POST /upload", "GET /ws", "GET /plain/**"]
+effect = "allow"
+
+[[rules]]
+id = "no-admin"
+principals = ["*"]
+connections = ["billing"]
+http = ["* /admin/**"]
+effect = "deny"
+
+[[rules]]
+id = "refunds-need-approval"
+principals = ["group:agents"]
+connections = ["billing"]
+http = ["POST /refunds/**"]
+effect = "approve"
+approvers = ["group:dba"]
+
+[[rules]]
+id = "down-read"
+principals = ["group:agents"]
+connections = ["down"]
+http = ["GET /**"]
+effect = "allow"
+
+[[rules]]
+id = "llm-chat"
+principals = ["group:agents"]
+connections = ["llm"]
+http = ["POST /chat/completions", "GET /models"]
+effect = "allow"
+
+[[masking]]
+connections = ["billing", "llm"]
+detectors = ["credit_card", "email"]
+operator = "partial"
+"""
+
+
+# --------------------------------------------------------------------------- upstream
+
+
+class Upstream(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: list[dict] = []
+    lock = threading.Lock()
+
+    def log_message(self, *a):
+        pass
+
+    def _record(self, body_len: int) -> None:
+        with Upstream.lock:
+            Upstream.seen.append({
+                "method": self.command, "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "raw_headers": str(self.headers), "body_len": body_len,
+            })
+
+    def _read_body(self) -> int:
+        n = 0
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return n
+                left = size
+                while left:
+                    got = self.rfile.read(min(left, 1 << 20))
+                    if not got:
+                        return n
+                    left -= len(got)
+                    n += len(got)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        left = length
+        while left:
+            got = self.rfile.read(min(left, 1 << 20))
+            if not got:
+                break
+            left -= len(got)
+            n += len(got)
+        return n
+
+    def _json(self, status: int, obj) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802
+        self._record(0)
+        u = urlparse(self.path)
+        q = parse_qs(u.query)
+        if u.path.startswith("/invoices/"):
+            self._json(200, {"id": u.path.rsplit("/", 1)[-1], "customer": {"email": EMAIL},
+                             "card_number": CARD, "amount": 12.5, "note": "ok"})
+        elif u.path in ("/big", "/bigtext"):
+            size = int(q.get("size", ["0"])[0])
+            text = u.path == "/bigtext"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain" if text else "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            line = (b"row of text for the stream, nothing sensitive here at all..\n" if text
+                    else bytes(range(256)) * 256)
+            chunk = line * max(1, (1 << 20) // len(line))
+            left = size
+            while left:
+                part = chunk[:min(left, len(chunk))]
+                self.wfile.write(part)
+                left -= len(part)
+        elif u.path.startswith("/plain/"):
+            body = f"contact {EMAIL} now".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif u.path == "/ws":
+            self.send_response(101)
+            self.send_header("Upgrade", "echo")
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            while True:
+                data = self.rfile.read1(65536)
+                if not data:
+                    break
+                self.wfile.write(data.upper())
+                self.wfile.flush()
+            self.close_connection = True
+        elif u.path == "/v1/models":
+            self._json(200, {"object": "list", "data": [{"id": "fake-1", "object": "model",
+                                                          "created": 0, "owned_by": "test"}]})
+        else:
+            self._json(404, {"error": "no such path", "path": u.path})
+
+    def do_POST(self):  # noqa: N802
+        n = self._read_body()
+        self._record(n)
+        u = urlparse(self.path)
+        if u.path == "/v1/chat/completions":
+            self._json(200, {
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "fake-1",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                    "role": "assistant", "content": f"The customer is {EMAIL}."}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
+            })
+        else:
+            self._json(200, {"received": n, "path": u.path})
+
+    do_DELETE = do_GET  # noqa: N815
+
+
+def seen_with(marker: str) -> list[dict]:
+    with Upstream.lock:
+        return [s for s in Upstream.seen if marker in s["path"]]
+
+
+# --------------------------------------------------------------------------- fixture
+
+
+@pytest.fixture(scope="module")
+def hw(pg):
+    require_tool("curl")
+    up_port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", up_port), Upstream)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-http-"))
+    port, hport, admin_port = free_port(), free_port(), free_port()
+    extra = EXTRA.format(hport=hport, up=up_port, down=free_port(), token=UPSTREAM_TOKEN,
+                         api_key=UPSTREAM_API_KEY, llm_token=LLM_TOKEN)
+    cfg = write_config(tmp, pg.port, port, free_port(), admin_port=admin_port, extra=extra)
+    r = run_warden(["config", "check", "--config", str(cfg)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
+    w.keys["reporter"] = w.create_key("agent:reporter", ["agents"])
+    w.keys["dana"] = w.create_key("user:dana", ["dba"])
+    w.keys["outsider"] = w.create_key("agent:outsider")
+    w.proc, w.log = start_warden(cfg, port, tmp)
+    wait_for(lambda: _listening(hport), timeout=15, what="the HTTP listener")
+    w.hport = hport
+    w.base = f"http://127.0.0.1:{hport}"
+    w.admin_url = f"http://127.0.0.1:{admin_port}"
+    try:
+        yield w
+    finally:
+        stop_process(w.proc)
+        server.shutdown()
+        print(f"\n--- warden log tail ({w.log}) ---\n" + w.log.read_text()[-3000:])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def key(hw) -> str:
+    return hw.keys["reporter"].secret
+
+
+def auth(hw, **extra) -> dict:
+    return {"Authorization": f"Bearer {key(hw)}", **extra}
+
+
+def curl(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", "--max-time", str(int(timeout))] + args,
+                          capture_output=True, text=True, timeout=timeout + 10)
+
+
+def requests_for(hw, text: str) -> list[dict]:
+    return [r for r in hw.audit(kind="action.request") if (r.get("action") or {}).get("text") == text]
+
+
+def response_for(hw, req: dict) -> dict:
+    def find():
+        return [r for r in hw.audit(kind="action.response", session=req["session_id"])
+                if r.get("request_id") == req["id"]]
+    recs = wait_for(find, timeout=15, what=f"action.response for {req['id']}")
+    assert len(recs) == 1, recs
+    return recs[0]
+
+
+def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, read until the server closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                got = s.recv(65536)
+            except socket.timeout:
+                break
+            if not got:
+                break
+            out += got
+            if b"\r\n\r\n" in out and b"connection: close" in out.lower():
+                # the body follows the head; give it a moment, then stop
+                s.settimeout(0.5)
+        return out
+
+
+def status_of(resp: bytes) -> int:
+    line = resp.split(b"\r\n", 1)[0]
+    assert line.startswith(b"HTTP/1."), resp[:200]
+    return int(line.split()[1])
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_allowed_get_swaps_credential_with_curl(hw):
+    m = uuid.uuid4().hex[:8]
+    r = curl(["-i", "-H", f"Authorization: Bearer {key(hw)}", "-H", "Warden-Purpose: INC-42 reconcile",
+              "-H", "Connection: keep-alive, X-Hop", "-H", "X-Hop: drop-me",
+              "-H", "X-Forwarded-For: 6.6.6.6", "-H", "Cookie: sid=abc",
+              f"{hw.base}/billing/invoices/{m}?expand=1"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("HTTP/1.1 200"), r.stdout
+    assert "warden-request-id:" in r.stdout.lower()
+    [s] = seen_with(m)
+    h = s["headers"]
+    assert s["path"] == f"/invoices/{m}?expand=1"
+    assert h["authorization"] == f"Bearer {UPSTREAM_TOKEN}"
+    assert h["x-api-key"] == UPSTREAM_API_KEY
+    assert key(hw) not in s["raw_headers"]
+    assert not any(k.startswith("warden-") for k in h), h
+    assert "x-hop" not in h and "keep-alive" not in h
+    assert h.get("connection", "keep-alive").lower() == "keep-alive"
+    assert h["x-forwarded-for"] == "127.0.0.1"
+    assert h["x-forwarded-proto"] == "http"
+    assert h["x-forwarded-host"] == f"127.0.0.1:{hw.hport}"
+    assert h["host"].startswith("127.0.0.1:")
+
+    [req] = wait_for(lambda: requests_for(hw, f"GET /invoices/{m}?expand=1 HTTP/1.1"), what="request")
+    assert req["protocol"] == "http" and req["connection"] == "billing"
+    assert req["purpose"] == "INC-42 reconcile"
+    assert req["action"]["kind"] == "http"
+    assert req["decision"]["effect"] == "allow" and req["decision"]["rules"] == ["read-invoices"]
+    params = req["action"]["params"]
+    assert "authorization: <redacted>" in params and "cookie: <redacted>" in params
+    resp = response_for(hw, req)
+    assert resp["response"]["tag"] == "200" and resp["response"]["status"] == "ok"
+    assert resp["response"]["bytes"] > 0 and resp["response"]["duration_us"] > 0
+    kinds = [x["kind"] for x in hw.audit(session=req["session_id"])]
+    assert kinds[0] == "session.start" and "session.end" in wait_for(
+        lambda: [x["kind"] for x in hw.audit(session=req["session_id"])] if
+        "session.end" in [x["kind"] for x in hw.audit(session=req["session_id"])] else None,
+        what="session.end")
+
+
+def test_agent_key_is_nowhere_in_the_store(hw):
+    # After the traffic above (and this request), neither the query output nor the
+    # database files hold the agent's key or the upstream credential.
+    r = httpx.get(f"{hw.base}/billing/invoices/store-check", headers=auth(hw))
+    assert r.status_code == 200
+    time.sleep(0.5)
+    dump = run_warden(["audit", "query", "--config", str(hw.config), "--format", "json"], check=True).stdout
+    assert dump.strip()
+    for secret in (key(hw), UPSTREAM_TOKEN, UPSTREAM_API_KEY):
+        assert secret not in dump
+        for f in (hw.tmp / "data").rglob("*"):
+            if f.is_file():
+                assert secret.encode() not in f.read_bytes(), f"{secret[:6]}… found in {f}"
+
+
+def test_json_response_masked_with_right_length(hw):
+    r = httpx.get(f"{hw.base}/billing/invoices/mask-1", headers=auth(hw))
+    assert r.status_code == 200
+    assert int(r.headers["content-length"]) == len(r.content)
+    doc = r.json()  # valid JSON
+    assert doc["customer"]["email"] != EMAIL and "@" in doc["customer"]["email"]
+    assert doc["card_number"] != CARD and doc["card_number"].endswith("1111")
+    assert doc["amount"] == 12.5 and doc["note"] == "ok"
+    [req] = wait_for(lambda: requests_for(hw, "GET /invoices/mask-1 HTTP/1.1"), what="request")
+    resp = response_for(hw, req)["response"]
+    assert resp["masked_values"].get("credit_card") == 1 and resp["masked_values"].get("email") == 1
+    body = resp["masked"]["body"]
+    assert body["card_number"] == doc["card_number"]
+    stored = json.dumps(resp)
+    assert EMAIL not in stored and CARD not in stored
+
+
+def test_text_response_masked_stream(hw):
+    r = httpx.get(f"{hw.base}/billing/plain/x", headers=auth(hw))
+    assert r.status_code == 200
+    assert EMAIL not in r.text and r.text.startswith("contact ") and r.text.endswith(" now")
+
+
+def test_deny_names_the_rule(hw):
+    m = uuid.uuid4().hex[:8]
+    r = httpx.get(f"{hw.base}/billing/admin/{m}", headers=auth(hw))
+    assert r.status_code == 403
+    j = r.json()
+    assert j["error"] == "denied" and j["rule"] == "no-admin" and "no-admin" in j["message"]
+    assert not seen_with(m)
+    denied = wait_for(lambda: [x for x in hw.audit(kind="policy.denied")
+                               if m in (x.get("action") or {}).get("text", "")], what="policy.denied")
+    assert denied[0]["decision"]["rules"] == ["no-admin"]
+
+    # No rule at all: default deny, no rule named.
+    r = httpx.delete(f"{hw.base}/billing/invoices/{m}", headers=auth(hw))
+    assert r.status_code == 403 and r.json()["rule"] is None
+    assert "default deny" in r.json()["message"]
+    assert not seen_with(m)
+
+
+def test_dot_segments_cannot_escape_policy(hw):
+    m = uuid.uuid4().hex[:8]
+    # Normalized before policy: /invoices/../admin/x is /admin/x, denied by no-admin.
+    r = curl(["--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Authorization: Bearer {key(hw)}",
+              f"{hw.base}/billing/invoices/../admin/{m}"])
+    assert r.stdout == "403", r.stdout + r.stderr
+    # Encoded separators that could be decoded upstream are refused outright.
+    for path in (f"/billing/invoices/..%2Fadmin%2F{m}", f"/billing/invoices/%2e%2e%2fadmin/{m}"):
+        r = curl(["--path-as-is", "-o", "/dev/null", "-w", "%{http_code}",
+                  "-H", f"Authorization: Bearer {key(hw)}", f"{hw.base}{path}"])
+        assert r.stdout == "400", (path, r.stdout, r.stderr)
+    assert not seen_with(m)
+
+
+def test_unknown_connection_404(hw):
+    r = httpx.get(f"{hw.base}/nope/x", headers=auth(hw))
+    assert r.status_code == 404 and r.json()["error"] == "unknown_connection"
+    # A postgres connection is not an HTTP one.
+    r = httpx.get(f"{hw.base}/orders/x", headers=auth(hw))
+    assert r.status_code == 404
+    wait_for(lambda: [x for x in hw.audit(kind="session.refused") if x.get("connection") == "nope"],
+             what="session.refused")
+
+
+def test_unauthenticated_401(hw):
+    m = uuid.uuid4().hex[:8]
+    r = httpx.get(f"{hw.base}/billing/invoices/{m}")
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    assert r.json()["error"] == "unauthenticated"
+    bad = "wk_" + "x" * 40
+    r = httpx.get(f"{hw.base}/billing/invoices/{m}", headers={"Authorization": f"Bearer {bad}"})
+    assert r.status_code == 401 and "invalid_token" in r.headers["www-authenticate"]
+    r = httpx.get(f"{hw.base}/billing/invoices/{m}", headers={"Authorization": "Basic dTpw"})
+    assert r.status_code == 401
+    assert not seen_with(m)
+    fails = hw.audit(kind="auth.failed")
+    assert any(x.get("protocol") == "http" for x in fails)
+    assert bad not in json.dumps(fails)
+
+
+def test_no_access_to_connection_403(hw):
+    r = httpx.get(f"{hw.base}/billing/invoices/1", headers={"Authorization": f"Bearer {hw.keys['outsider'].secret}"})
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+
+
+def test_upstream_down_502(hw):
+    r = httpx.get(f"{hw.base}/down/anything", headers=auth(hw))
+    assert r.status_code == 502
+    j = r.json()
+    assert j["error"] == "upstream_unavailable" and "could not reach" in j["message"]
+    assert "down" in j["message"]
+    [req] = wait_for(lambda: requests_for(hw, "GET /anything HTTP/1.1"), what="request")
+    resp = response_for(hw, req)["response"]
+    assert resp["status"] == "error" and "could not reach" in resp["error_message"]
+
+
+def test_warden_session_groups_requests(hw):
+    sid = "run-" + uuid.uuid4().hex[:6]
+    with httpx.Client(headers=auth(hw, **{"Warden-Session": sid, "Warden-Purpose": "nightly recon"})) as c:
+        for i in range(3):
+            assert c.get(f"{hw.base}/billing/invoices/{sid}-{i}").status_code == 200
+    reqs = [wait_for(lambda i=i: requests_for(hw, f"GET /invoices/{sid}-{i} HTTP/1.1"), what="req")[0]
+            for i in range(3)]
+    assert len({r["session_id"] for r in reqs}) == 1
+    assert all(r["purpose"] == "nightly recon" for r in reqs)
+    starts = [x for x in hw.audit(kind="session.start", session=reqs[0]["session_id"])]
+    assert len(starts) == 1
+    # Without the header: one session per request.
+    a = httpx.get(f"{hw.base}/billing/invoices/{sid}-a", headers=auth(hw))
+    b = httpx.get(f"{hw.base}/billing/invoices/{sid}-b", headers=auth(hw))
+    assert a.status_code == b.status_code == 200
+    ra = wait_for(lambda: requests_for(hw, f"GET /invoices/{sid}-a HTTP/1.1"), what="a")[0]
+    rb = wait_for(lambda: requests_for(hw, f"GET /invoices/{sid}-b HTTP/1.1"), what="b")[0]
+    assert ra["session_id"] != rb["session_id"] != reqs[0]["session_id"]
+
+
+def test_http2_prior_knowledge(hw):
+    r = curl(["--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+              "-H", f"Authorization: Bearer {key(hw)}", f"{hw.base}/billing/invoices/h2"])
+    assert r.stdout == "2 200", r.stdout + r.stderr
+    with httpx.Client(http1=False, http2=True, headers=auth(hw)) as c:
+        r = c.get(f"{hw.base}/billing/invoices/h2-httpx")
+        assert r.http_version == "HTTP/2" and r.status_code == 200
+        assert r.json()["card_number"].endswith("1111") and r.json()["card_number"] != CARD
+    wait_for(lambda: requests_for(hw, "GET /invoices/h2-httpx HTTP/2"), what="h2 request")
+
+
+def test_large_download_and_upload_bounded_memory(hw):
+    size = 200 * 1024 * 1024
+    r = curl(["-o", "/dev/null", "-w", "%{http_code} %{size_download}", "-H", f"Authorization: Bearer {key(hw)}",
+              f"{hw.base}/billing/big?size={size}"], timeout=300)
+    assert r.stdout == f"200 {size}", r.stdout + r.stderr
+
+    def gen():
+        chunk = b"u" * (1 << 20)
+        for _ in range(size // len(chunk)):
+            yield chunk
+
+    with httpx.Client(timeout=300, headers=auth(hw)) as c:
+        r = c.post(f"{hw.base}/billing/upload", content=gen(),
+                   headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 200 and r.json()["received"] == size
+
+    # A large text body is masked as a stream (no Content-Length, chunked, same size here).
+    tsize = 64 * 1024 * 1024
+    r = curl(["-o", "/dev/null", "-w", "%{http_code} %{size_download}", "-H", f"Authorization: Bearer {key(hw)}",
+              f"{hw.base}/billing/bigtext?size={tsize}"], timeout=300)
+    assert r.stdout == f"200 {tsize}", r.stdout + r.stderr
+
+    hwm_mb = hw.vm_hwm_kb() / 1024
+    print(f"warden VmHWM after 200 MiB down + 200 MiB up + 64 MiB masked text: {hwm_mb:.1f} MB")
+    assert hwm_mb < 100, f"VmHWM {hwm_mb:.1f} MB"
+    [req] = wait_for(lambda: requests_for(hw, f"GET /big?size={size} HTTP/1.1"), what="big request")
+    resp = response_for(hw, req)["response"]
+    assert resp["bytes"] == size and "body" not in resp["masked"]
+    [up] = wait_for(lambda: requests_for(hw, "POST /upload HTTP/1.1"), what="upload request")
+    assert response_for(hw, up)["response"]["masked"]["request_body_bytes"] == size
+
+
+SMUGGLING = {
+    "cl_then_te": b"POST /billing/upload?m={m} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\n"
+                  b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "te_then_cl": b"POST /billing/upload?m={m} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\n"
+                  b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+    "two_lengths": b"POST /billing/upload?m={m} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\n"
+                   b"Content-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+    "te_not_chunked": b"POST /billing/upload?m={m} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\n"
+                      b"Transfer-Encoding: gzip\r\n\r\nabc",
+    "bare_cr_in_value": b"GET /billing/invoices/{m} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\n"
+                        b"X-A: a\rX-Injected: 1\r\n\r\n",
+    "bare_lf_line": b"GET /billing/invoices/{m} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\n"
+                    b"X-A: a\nX-Injected: 1\r\n\r\n",
+    "obs_fold": b"GET /billing/invoices/{m} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\n"
+                b"X-A: a\r\n X-Injected: 1\r\n\r\n",
+    "nul_in_value": b"GET /billing/invoices/{m} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\n"
+                    b"X-A: a\x00b\r\n\r\n",
+    "space_before_colon": b"GET /billing/invoices/{m} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\n"
+                          b"Content-Length : 5\r\n\r\n",
+    "smuggled_second": b"POST /billing/upload?m={m} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\n"
+                       b"Content-Length: 2\r\n\r\nokPOST /billing/upload?m={m}2 HTTP/1.1\r\nHost: x\r\n"
+                       b"Authorization: Bearer {k}\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(SMUGGLING))
+def test_smuggling_and_injection_refused(hw, case):
+    m = uuid.uuid4().hex[:8]
+    data = SMUGGLING[case].replace(b"{m}", m.encode()).replace(b"{k}", key(hw).encode())
+    out = raw(hw.hport, data)
+    statuses = [int(line.split()[1]) for line in out.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    assert statuses and statuses[-1] == 400, (case, out[:300])
+    if case != "smuggled_second":
+        assert not seen_with(m), case
+    else:
+        assert not seen_with(m + "2")
+    assert hw.alive()
+
+
+def test_oversized_headers_refused(hw):
+    m = uuid.uuid4().hex[:8]
+    data = (f"GET /billing/invoices/{m} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key(hw)}\r\n"
+            f"X-Big: {'a' * 100_000}\r\n\r\n").encode()
+    out = raw(hw.hport, data)
+    assert status_of(out) in (400, 431), out[:200]
+    assert not seen_with(m)
+    assert hw.alive()
+
+
+def test_upgrade_passes_through(hw):
+    with socket.create_connection(("127.0.0.1", hw.hport), timeout=10) as s:
+        s.sendall((f"GET /billing/ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key(hw)}\r\n"
+                   "Connection: Upgrade\r\nUpgrade: echo\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert b"upgrade: echo" in head.lower()
+        rest = head.split(b"\r\n\r\n", 1)[1]
+        s.sendall(b"hello tunnel")
+        got = rest
+        while len(got) < 12:
+            got += s.recv(4096)
+        assert got == b"HELLO TUNNEL"
+    [req] = wait_for(lambda: requests_for(hw, "GET /ws HTTP/1.1"), what="ws request")
+    resp = response_for(hw, req)["response"]
+    assert resp["tag"] == "101" and resp["masked"]["bytes_to_upstream"] == 12
+
+
+def test_approval_async_then_retry(hw):
+    m = uuid.uuid4().hex[:8]
+    url = f"{hw.base}/billing/refunds/{m}"
+    r = httpx.post(url, headers=auth(hw, Prefer="respond-async"), json={"amount": 5})
+    assert r.status_code == 202, r.text
+    aid = r.json()["approval_id"]
+    assert r.headers["warden-approval"] == aid
+    assert not seen_with(m)
+    # Not approved yet: still pending.
+    r = httpx.post(url, headers=auth(hw, **{"Warden-Approval": aid}), json={"amount": 5})
+    assert r.status_code == 202 and r.json()["status"] == "pending"
+    # The agent cannot approve its own request; a dba can.
+    env = dict(os.environ, WARDEN_ADMIN_URL=hw.admin_url, WARDEN_TOKEN=hw.keys["dana"].secret)
+    a = subprocess.run([str(WARDEN_BIN), "approvals", "approve", aid, "--comment", "ok"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert a.returncode == 0, a.stdout + a.stderr
+    # The approval is for this request only.
+    r = httpx.post(f"{hw.base}/billing/refunds/other", headers=auth(hw, **{"Warden-Approval": aid}))
+    assert r.status_code == 403 and r.json()["error"] == "approval_mismatch"
+    r = httpx.post(url, headers=auth(hw, **{"Warden-Approval": aid}), json={"amount": 5})
+    assert r.status_code == 200 and r.json()["path"] == f"/refunds/{m}"
+    assert len(seen_with(m)) == 1
+    assert "warden-approval" not in seen_with(m)[0]["headers"]
+    # One approval, one request.
+    r = httpx.post(url, headers=auth(hw, **{"Warden-Approval": aid}), json={"amount": 5})
+    assert r.status_code == 409
+    [req] = wait_for(lambda: requests_for(hw, f"POST /refunds/{m} HTTP/1.1"), what="approved request")
+    assert req["approval"]["id"] == aid and req["approval"]["decision"] == "approved"
+
+
+def test_approval_sync_hold_denied(hw):
+    m = uuid.uuid4().hex[:8]
+    url = f"{hw.base}/billing/refunds/{m}"
+    result = {}
+
+    def call():
+        result["r"] = httpx.post(url, headers=auth(hw), timeout=60)
+
+    t = threading.Thread(target=call)
+    t.start()
+    env = dict(os.environ, WARDEN_ADMIN_URL=hw.admin_url, WARDEN_TOKEN=hw.keys["dana"].secret)
+
+    def pending():
+        r = subprocess.run([str(WARDEN_BIN), "approvals", "list", "--pending", "--format", "json"],
+                           env=env, capture_output=True, text=True, timeout=60)
+        for line in r.stdout.splitlines():
+            a = json.loads(line)
+            if m in a["statement"]:
+                return a
+        return None
+
+    a = wait_for(pending, timeout=15, what="pending approval")
+    d = subprocess.run([str(WARDEN_BIN), "approvals", "deny", a["id"], "--comment", "no"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert d.returncode == 0, d.stderr
+    t.join(30)
+    r = result["r"]
+    assert r.status_code == 403 and r.json()["error"] == "approval_denied"
+    assert not seen_with(m)
+
+
+def test_openai_sdk_through_warden(hw):
+    import openai
+    client = openai.OpenAI(base_url=f"{hw.base}/llm", api_key=key(hw), max_retries=0)
+    out = client.chat.completions.create(model="fake-1", messages=[{"role": "user", "content": "who?"}])
+    content = out.choices[0].message.content
+    assert content.startswith("The customer is ") and EMAIL not in content
+    models = client.models.list()
+    assert [x.id for x in models.data] == ["fake-1"]
+    s = [x for x in seen_with("/v1/chat/completions")][-1]
+    assert s["headers"]["authorization"] == f"Bearer {LLM_TOKEN}"
+    assert key(hw) not in s["raw_headers"]
+    [req] = wait_for(lambda: requests_for(hw, "POST /chat/completions HTTP/1.1"), what="llm request")
+    resp = response_for(hw, req)["response"]
+    assert resp["masked_values"].get("email") == 1
+    assert "who?" in resp["masked"]["request_body"]
