@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -56,6 +57,25 @@ protocol = "http"
 upstream = "http://127.0.0.1:{up}/v1"
 headers = {{ Authorization = "Bearer {llm_token}" }}
 
+[[connections]]
+name = "secure"
+protocol = "http"
+upstream = "https://localhost:{tls_up}"
+ca_file = "{ca}"
+headers = {{ Authorization = "Bearer {token}" }}
+
+[[connections]]
+name = "unverified"
+protocol = "http"
+upstream = "https://localhost:{tls_up}"
+
+[[rules]]
+id = "tls-read"
+principals = ["group:agents"]
+connections = ["secure", "unverified"]
+http = ["GET /**"]
+effect = "allow"
+
 [[rules]]
 id = "read-invoices"
 principals = ["group:agents"]
@@ -91,6 +111,10 @@ principals = ["group:agents"]
 connections = ["llm"]
 http = ["POST /chat/completions", "GET /models"]
 effect = "allow"
+
+[tls]
+cert_file = "{crt}"
+key_file = "{key}"
 
 [[masking]]
 connections = ["billing", "llm"]
@@ -226,6 +250,29 @@ def seen_with(marker: str) -> list[dict]:
 # --------------------------------------------------------------------------- fixture
 
 
+def make_ca_and_cert(dirpath: Path, name: str) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for localhost/127.0.0.1 signed by it."""
+    require_tool("openssl")
+    ca_crt, ca_key = dirpath / f"{name}-ca.crt", dirpath / f"{name}-ca.key"
+    crt, key, csr = dirpath / f"{name}.crt", dirpath / f"{name}.key", dirpath / f"{name}.csr"
+    ext = dirpath / f"{name}.ext"
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                   "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+
+    def run(*a):
+        subprocess.run(list(a), check=True, capture_output=True, timeout=60)
+
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", f"/CN={name} test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", str(ca_key), "-out", str(ca_crt))
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+        "-keyout", str(key), "-out", str(csr))
+    run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt))
+    return ca_crt, crt, key
+
+
+
 @pytest.fixture(scope="module")
 def hw(pg):
     require_tool("curl")
@@ -234,9 +281,18 @@ def hw(pg):
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-http-"))
+    ca, crt, tkey = make_ca_and_cert(tmp, "http")
+    tls_port = free_port()
+    tls_server = http.server.ThreadingHTTPServer(("127.0.0.1", tls_port), Upstream)
+    tls_server.daemon_threads = True
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(crt), str(tkey))
+    tls_server.socket = ctx.wrap_socket(tls_server.socket, server_side=True)
+    threading.Thread(target=tls_server.serve_forever, daemon=True).start()
     port, hport, admin_port = free_port(), free_port(), free_port()
     extra = EXTRA.format(hport=hport, up=up_port, down=free_port(), token=UPSTREAM_TOKEN,
-                         api_key=UPSTREAM_API_KEY, llm_token=LLM_TOKEN)
+                         api_key=UPSTREAM_API_KEY, llm_token=LLM_TOKEN, tls_up=tls_port,
+                         ca=ca, crt=crt, key=tkey)
     cfg = write_config(tmp, pg.port, port, free_port(), admin_port=admin_port, extra=extra)
     r = run_warden(["config", "check", "--config", str(cfg)])
     assert r.returncode == 0, r.stdout + r.stderr
@@ -249,11 +305,13 @@ def hw(pg):
     w.hport = hport
     w.base = f"http://127.0.0.1:{hport}"
     w.admin_url = f"http://127.0.0.1:{admin_port}"
+    w.ca = ca
     try:
         yield w
     finally:
         stop_process(w.proc)
         server.shutdown()
+        tls_server.shutdown()
         print(f"\n--- warden log tail ({w.log}) ---\n" + w.log.read_text()[-3000:])
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -682,3 +740,28 @@ def test_openai_sdk_through_warden(hw):
     resp = response_for(hw, req)["response"]
     assert resp["masked_values"].get("email") == 1
     assert "who?" in resp["masked"]["request_body"]
+
+
+def test_https_upstream_verified_with_ca_file(hw):
+    m = uuid.uuid4().hex[:8]
+    r = httpx.get(f"{hw.base}/secure/invoices/{m}", headers=auth(hw))
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == m  # "secure" has no masking rule
+    assert seen_with(m)[0]["headers"]["authorization"] == f"Bearer {UPSTREAM_TOKEN}"
+    # Without the CA the upstream's certificate is not trusted: 502, nothing sent.
+    m2 = uuid.uuid4().hex[:8]
+    r = httpx.get(f"{hw.base}/unverified/invoices/{m2}", headers=auth(hw))
+    assert r.status_code == 502
+    assert "certificate" in r.json()["message"].lower(), r.json()
+    assert not seen_with(m2)
+
+
+def test_tls_on_the_listener(hw):
+    # The same port speaks TLS when the client starts with a ClientHello.
+    r = curl(["--cacert", str(hw.ca), "-H", f"Authorization: Bearer {key(hw)}", "-w", " %{http_version}",
+              f"https://localhost:{hw.hport}/billing/invoices/tls-1"])
+    assert r.returncode == 0, r.stderr
+    body, version = r.stdout.rsplit(" ", 1)
+    assert json.loads(body)["note"] == "ok"
+    s = seen_with("tls-1")[0]
+    assert s["headers"]["x-forwarded-proto"] == "https"
