@@ -250,6 +250,13 @@ struct Pending {
 const INSERT_SQL: &str = "INSERT INTO records (seq, id, ts, kind, session_id, principal, connection, body, prev_hash, hash) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
+/// How long a batch of background-only records waits for company (see `Writer::run`).
+const BACKGROUND_LINGER: Duration = Duration::from_millis(2);
+
+fn is_background(cmd: &Cmd) -> bool {
+    matches!(cmd, Cmd::Append { reply: None, .. })
+}
+
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Cmd>) {
         let mut batch: Vec<Cmd> = Vec::with_capacity(256);
@@ -257,13 +264,25 @@ impl Writer {
             batch.clear();
             let mut appends = usize::from(matches!(first, Cmd::Append { .. }));
             batch.push(first);
+            let mut urgent = !is_background(&batch[0]);
+            let started = std::time::Instant::now();
             while appends < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(cmd) => {
+                let next = if urgent || started.elapsed() >= BACKGROUND_LINGER * 5 {
+                    rx.try_recv().ok()
+                } else {
+                    // Only background records so far (responses, session ends): nobody waits
+                    // on them, so linger briefly and let them share the commit of the next
+                    // awaited record instead of costing a commit of their own on the path
+                    // of the next statement.
+                    rx.recv_timeout(BACKGROUND_LINGER).ok()
+                };
+                match next {
+                    Some(cmd) => {
+                        urgent |= !is_background(&cmd);
                         appends += usize::from(matches!(cmd, Cmd::Append { .. }));
                         batch.push(cmd);
                     }
-                    Err(_) => break,
+                    None => break,
                 }
             }
             self.shared.queued.fetch_sub(appends, Ordering::Relaxed);
