@@ -240,7 +240,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 let shadowed = warden_policy::shadowed_rules(&cfg.rules);
                 for s in &shadowed {
-                    println!("  warning: rule `{}` never decides anything: {}", s.shadowed, s.why);
+                    println!(
+                        "  warning: rule `{}` never decides anything: {}",
+                        s.shadowed, s.why
+                    );
                 }
                 Ok(ExitCode::SUCCESS)
             }
