@@ -314,6 +314,9 @@ impl Config {
         } else {
             base
         };
+        // Absolute, so paths derived from it (data_dir, store, keys) mean the same thing
+        // to every component whatever the working directory.
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
         Self::parse_with(&text, path, &base, lenient_env, &|n| std::env::var(n).ok())
     }
 
@@ -391,7 +394,13 @@ impl Config {
                         format!("`{u}`: only sqlite://PATH stores are supported in this version"),
                     );
                 }
-                u
+                match u.strip_prefix("sqlite://") {
+                    // Relative to the config file, shown without `./` noise.
+                    Some(path) if !path.is_empty() => {
+                        format!("sqlite://{}", resolve(path).display())
+                    }
+                    _ => u,
+                }
             }
             None => format!("sqlite://{}", data_dir.join("evidence.db").display()),
         };
