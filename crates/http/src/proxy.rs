@@ -245,7 +245,7 @@ async fn handle_inner(
             );
         }
     };
-    let lease = match gw
+    let mut lease = match gw
         .sessions
         .lease(
             &gw.pipeline,
@@ -358,11 +358,18 @@ async fn handle_inner(
     if let Some(a) = approval {
         rec = Session::with_approval(rec, a);
     }
-    let request_id = match session.commit_requests(vec![rec]).await {
-        Ok(mut ids) => ids.remove(0),
+    let committed = match session.commit_requests(vec![rec]).await {
+        Ok(mut ids) => match lease.confirm_start().await {
+            Ok(()) => Ok(ids.remove(0)),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    let request_id = match committed {
+        Ok(id) => id,
         Err(e) => {
             tracing::error!(error = %e, session = %session.id, "could not record action.request");
-            lease.release(SessionEnd::LedgerFailed(e.to_string()));
+            lease.release(SessionEnd::LedgerFailed(e));
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "evidence_unavailable",

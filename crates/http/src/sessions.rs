@@ -36,9 +36,22 @@ pub struct Sessions {
 pub struct Lease {
     pub session: Arc<Session>,
     keyed: Option<Arc<AtomicUsize>>,
+    /// `session.start` of a per-request session, queued but maybe not durable yet.
+    started: Option<StartWait>,
 }
 
+type StartWait = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
 impl Lease {
+    /// Wait until `session.start` is durable (call after the request's own commit, which
+    /// the ledger orders after it: then this resolves at once).
+    pub async fn confirm_start(&mut self) -> Result<(), String> {
+        match self.started.take() {
+            Some(w) => w.await,
+            None => Ok(()),
+        }
+    }
+
     pub fn keyed(&self) -> bool {
         self.keyed.is_some()
     }
@@ -87,18 +100,19 @@ impl Sessions {
         purpose: Option<String>,
     ) -> Result<Lease, OpenError> {
         let Some(key) = key else {
-            let s = Session::open(
+            let (s, started) = Session::open_submitted(
                 pipeline.clone(),
                 principal.clone(),
                 connection.clone(),
                 client.to_string(),
                 purpose,
-            )
-            .await
-            .map_err(|e| OpenError::Ledger(e.to_string()))?;
+            );
             return Ok(Lease {
                 session: s,
                 keyed: None,
+                started: Some(Box::pin(
+                    async move { started.await.map_err(|e| e.to_string()) },
+                )),
             });
         };
         let k = Key {
@@ -140,6 +154,7 @@ impl Sessions {
                 Ok(Lease {
                     session: s.clone(),
                     keyed: Some(in_flight),
+                    started: None,
                 })
             }
             Err(e) => {

@@ -68,6 +68,25 @@ impl Session {
         client: String,
         purpose: Option<String>,
     ) -> Result<Arc<Session>, LedgerError> {
+        let (s, started) = Self::open_submitted(pipeline, principal, connection, client, purpose);
+        started.await?;
+        Ok(s)
+    }
+
+    /// Like [`Session::open`] without waiting: `session.start` is queued and the returned
+    /// future resolves once it is durable. The adapter must await it before forwarding
+    /// anything; awaiting the session's first `action.request` commit first (the ledger
+    /// commits in order) makes both durable in one group commit instead of two.
+    pub fn open_submitted(
+        pipeline: Arc<Pipeline>,
+        principal: Principal,
+        connection: Arc<ConnectionSpec>,
+        client: String,
+        purpose: Option<String>,
+    ) -> (
+        Arc<Session>,
+        impl std::future::Future<Output = Result<(), LedgerError>> + Send + 'static,
+    ) {
         let masker = pipeline.masker_for(&connection.name);
         let limits = pipeline.evidence_limits();
         let s = Arc::new(Session {
@@ -83,8 +102,8 @@ impl Session {
             denied: AtomicU64::new(0),
         });
         let rec = s.record(RecordKind::SessionStart);
-        s.pipeline.ledger.append(rec).await?;
-        Ok(s)
+        let wait = s.pipeline.ledger.submit(rec);
+        (s, async move { wait.await.map(|_| ()) })
     }
 
     pub fn protocol(&self) -> Protocol {

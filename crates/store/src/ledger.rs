@@ -147,7 +147,8 @@ impl Ledger {
     pub fn submit(
         &self,
         rec: EvidenceRecord,
-    ) -> impl std::future::Future<Output = Result<Appended, LedgerError>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<Appended, LedgerError>> + Send + 'static + use<>
+    {
         let waiting = self.shared.queued.load(Ordering::Relaxed);
         let queued = if waiting >= QUEUE_CAPACITY {
             Err(LedgerError::Unavailable(format!(
