@@ -379,8 +379,20 @@ async fn on_client_frame(
         b'Q' => {
             let text = codec::parse_query(body).map_err(|e| e.to_string())?;
             let stmts = session.classify_sql(text);
-            let decisions: Vec<Decision> = stmts.iter().map(|s| session.decide_sql(s)).collect();
-            if let Some(i) = decisions.iter().position(|d| d.effect == Effect::Deny) {
+            // Decide in order: a `SET warden.purpose` earlier in the string counts for the
+            // statements after it (and is undone if the string is refused).
+            let purpose_before = session.purpose();
+            let decisions: Vec<Decision> = stmts
+                .iter()
+                .map(|s| {
+                    let d = session.decide_sql(s);
+                    apply_session_setting(session, s);
+                    d
+                })
+                .collect();
+            let refused = decisions.iter().any(|d| d.effect == Effect::Deny);
+            session.set_purpose(purpose_before);
+            if refused && let Some(i) = decisions.iter().position(|d| d.effect == Effect::Deny) {
                 let detail = (stmts.len() > 1).then(|| {
                     format!(
                         "statement {} of {} in one query string; none of them was forwarded",

@@ -150,20 +150,24 @@ impl Session {
     }
 
     pub fn decide_sql(&self, info: &StatementInfo) -> Decision {
-        self.pipeline.policy.decide(
+        let purpose = self.purpose();
+        self.pipeline.policy.decide_with_purpose(
             &self.principal,
             &self.connection.name,
             &ActionClass::Sql(info),
+            purpose.as_deref(),
         )
     }
 
     /// Decide an HTTP request: `method` as sent, `path` relative to the connection
     /// (normalized, without the query).
     pub fn decide_http(&self, method: &str, path: &str) -> Decision {
-        self.pipeline.policy.decide(
+        let purpose = self.purpose();
+        self.pipeline.policy.decide_with_purpose(
             &self.principal,
             &self.connection.name,
             &ActionClass::Http { method, path },
+            purpose.as_deref(),
         )
     }
 

@@ -11,8 +11,8 @@ pub mod shadow;
 pub mod sql;
 
 pub use rules::{
-    ActionClass, Explanation, MatchedRule, Policy, PrincipalPattern, Rule, http_pattern_matches,
-    validate_http_pattern,
+    ActionClass, Explanation, MatchedRule, Policy, PrincipalPattern, Refinement, Rule, glob_match,
+    http_pattern_matches, validate_http_pattern,
 };
 pub use shadow::{Shadowed, shadowed_rules};
 pub use sql::{

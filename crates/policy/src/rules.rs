@@ -78,6 +78,90 @@ pub struct Rule {
     pub effect: Effect,
     /// For `approve`: `group:NAME` / `user:NAME` / `agent:NAME`.
     pub approvers: Vec<String>,
+    /// Narrower SQL matching and the purpose requirement.
+    pub refine: Refinement,
+}
+
+/// Optional narrowing of a rule beyond statement kinds (all must hold when set).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Refinement {
+    /// The statement touches one of these tables (globs, `schema.table` or `table`).
+    pub tables: Option<Vec<String>>,
+    /// The statement calls one of these functions (globs).
+    pub functions: Option<Vec<String>>,
+    /// Only UPDATE/DELETE (or TRUNCATE) without a WHERE clause.
+    pub without_where: bool,
+    /// When this rule would allow or hold the action, a purpose must have been declared;
+    /// without one the action is denied.
+    pub require_purpose: bool,
+}
+
+/// `*` matches any run of characters, `?` one; ASCII case-insensitive.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.to_ascii_lowercase().chars().collect();
+    let t: Vec<char> = text.to_ascii_lowercase().chars().collect();
+    let (mut pi, mut ti, mut star, mut mark) = (0usize, 0usize, None::<usize>, 0usize);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(sp) = star {
+            pi = sp + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Match a possibly qualified name against a possibly qualified glob. When one side has
+/// no schema, compare the last segments: an unqualified `payments` may be
+/// `public.payments`, and deny rules must not be dodged by leaving the schema out.
+fn name_match(pattern: &str, name: &str) -> bool {
+    let name = name.replace('"', "");
+    if glob_match(pattern, &name) {
+        return true;
+    }
+    let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
+    match (pattern.contains('.'), name.contains('.')) {
+        (true, false) => glob_match(&last(pattern), &name),
+        (false, true) => glob_match(pattern, &last(&name)),
+        _ => false,
+    }
+}
+
+impl Refinement {
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_none() && self.functions.is_none() && !self.without_where
+    }
+    fn matches(&self, info: &StatementInfo) -> bool {
+        if let Some(globs) = &self.tables
+            && !info
+                .tables
+                .iter()
+                .any(|t| globs.iter().any(|g| name_match(g, t)))
+        {
+            return false;
+        }
+        if let Some(globs) = &self.functions
+            && !info
+                .functions
+                .iter()
+                .any(|f| globs.iter().any(|g| name_match(g, f)))
+        {
+            return false;
+        }
+        !self.without_where || info.unfiltered_write
+    }
 }
 
 /// A classified action, as the matcher sees it.
@@ -124,6 +208,54 @@ impl Policy {
     pub fn decide(&self, p: &Principal, connection: &str, action: &ActionClass<'_>) -> Decision {
         self.explain(p, connection, action).decision
     }
+    /// Decide knowing the session's declared purpose (rules with `require_purpose`).
+    pub fn decide_with_purpose(
+        &self,
+        p: &Principal,
+        connection: &str,
+        action: &ActionClass<'_>,
+        purpose: Option<&str>,
+    ) -> Decision {
+        self.explain_with_purpose(p, connection, action, purpose)
+            .decision
+    }
+    /// `explain`, then: an allow/approve that rests on a rule with `require_purpose`
+    /// becomes a deny when no purpose was declared.
+    pub fn explain_with_purpose(
+        &self,
+        p: &Principal,
+        connection: &str,
+        action: &ActionClass<'_>,
+        purpose: Option<&str>,
+    ) -> Explanation {
+        let mut ex = self.explain(p, connection, action);
+        let has_purpose = purpose.is_some_and(|s| !s.trim().is_empty());
+        if ex.decision.effect != Effect::Deny && !has_purpose {
+            let needs: Vec<String> = ex
+                .decision
+                .rules
+                .iter()
+                .filter(|id| {
+                    self.rules
+                        .iter()
+                        .any(|r| &r.id == *id && r.refine.require_purpose)
+                })
+                .cloned()
+                .collect();
+            if !needs.is_empty() {
+                ex.decision = Decision {
+                    effect: Effect::Deny,
+                    reason: format!(
+                        "{} requires a declared purpose (PGOPTIONS=\"-c warden.purpose=...\", SET warden.purpose = '...', or the Warden-Purpose header)",
+                        rules_phrase(&needs)
+                    ),
+                    rules: needs,
+                    approvers: Vec::new(),
+                };
+            }
+        }
+        ex
+    }
     pub fn explain(
         &self,
         p: &Principal,
@@ -157,7 +289,7 @@ impl Policy {
             let kinds: Vec<&str> = info
                 .kinds
                 .iter()
-                .filter(|k| r.covers_sql(**k))
+                .filter(|k| r.covers_statement(info, **k))
                 .map(|k| k.as_str())
                 .collect();
             if !kinds.is_empty() {
@@ -190,7 +322,7 @@ impl Policy {
                 let covering: Vec<&Rule> = candidates
                     .iter()
                     .map(|(r, _, _)| *r)
-                    .filter(|r| r.covers_sql(k))
+                    .filter(|r| r.covers_statement(info, k))
                     .collect();
                 let outcome = match covering.iter().map(|r| r.effect).max() {
                     Some(eff) => Outcome::Rules(
@@ -495,6 +627,10 @@ impl Rule {
             (None, Some(_)) => false,
         }
     }
+    /// `covers_sql` plus the rule's refinements (tables, functions, without WHERE).
+    pub fn covers_statement(&self, info: &StatementInfo, k: SqlKind) -> bool {
+        self.covers_sql(k) && self.refine.matches(info)
+    }
 }
 
 #[cfg(test)]
@@ -539,6 +675,7 @@ mod tests {
             } else {
                 vec![]
             },
+            refine: Default::default(),
         }
     }
 
@@ -1133,6 +1270,7 @@ mod tests {
                 http: None,
                 effect,
                 approvers: vec!["group:dba".into()],
+                refine: Default::default(),
             })
     }
 
@@ -1196,5 +1334,113 @@ mod tests {
             }).max().unwrap();
             prop_assert_eq!(whole.effect, per_kind);
         }
+    }
+
+    fn refined(id: &str, sql: &[&str], effect: Effect, refine: Refinement) -> Rule {
+        let mut r = rule(id, &["group:agents"], &["orders"], Some(sql), effect);
+        r.refine = refine;
+        r
+    }
+
+    #[test]
+    fn refinements_tables_functions_without_where_and_purpose() {
+        let p = principal("agent:x", &["agents"]);
+        let policy = Policy::new(vec![
+            refined("read", &["select"], Effect::Allow, Refinement::default()),
+            refined(
+                "no-payments",
+                &["select"],
+                Effect::Deny,
+                Refinement {
+                    tables: Some(vec!["billing.payments".into()]),
+                    ..Default::default()
+                },
+            ),
+            refined(
+                "no-kill",
+                &["select"],
+                Effect::Deny,
+                Refinement {
+                    functions: Some(vec!["pg_terminate_backend".into()]),
+                    ..Default::default()
+                },
+            ),
+            refined(
+                "writes",
+                &["update", "delete"],
+                Effect::Allow,
+                Refinement::default(),
+            ),
+            refined(
+                "bulk-writes-need-a-human",
+                &["update", "delete"],
+                Effect::Approve,
+                Refinement {
+                    without_where: true,
+                    ..Default::default()
+                },
+            ),
+            refined(
+                "ddl-with-purpose",
+                &["ddl"],
+                Effect::Allow,
+                Refinement {
+                    require_purpose: true,
+                    ..Default::default()
+                },
+            ),
+        ]);
+        let d = |sql: &str, purpose: Option<&str>| {
+            let info = classify_one(sql, Dialect::Postgres);
+            policy.decide_with_purpose(&p, "orders", &ActionClass::Sql(&info), purpose)
+        };
+        assert_eq!(d("select * from orders", None).effect, Effect::Allow);
+        // unqualified name of a denied qualified table: denied (fail closed)
+        assert_eq!(d("select * from payments", None).effect, Effect::Deny);
+        assert_eq!(
+            d("select * from billing.payments", None).rules,
+            vec!["no-payments".to_string()]
+        );
+        assert_eq!(
+            d("select pg_terminate_backend(42)", None).effect,
+            Effect::Deny
+        );
+        assert_eq!(
+            d("update orders set x = 1 where id = 2", None).effect,
+            Effect::Allow
+        );
+        let bulk = d("update orders set x = 1", None);
+        assert_eq!(bulk.effect, Effect::Approve);
+        assert_eq!(bulk.rules, vec!["bulk-writes-need-a-human".to_string()]);
+        assert_eq!(d("delete from orders", None).effect, Effect::Approve);
+        let no_purpose = d("create table t (id int)", None);
+        assert_eq!(no_purpose.effect, Effect::Deny);
+        assert!(
+            no_purpose.reason.contains("purpose"),
+            "{}",
+            no_purpose.reason
+        );
+        assert_eq!(
+            d("create table t (id int)", Some("ticket-42")).effect,
+            Effect::Allow
+        );
+        assert_eq!(
+            d("create table t (id int)", Some("  ")).effect,
+            Effect::Deny
+        );
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("public.*", "public.orders"));
+        assert!(glob_match("*secret*", "top_SECRET_table"));
+        assert!(!glob_match("orders", "orders2"));
+        assert!(name_match("billing.payments", "payments"));
+        assert!(name_match("payments", "billing.payments"));
+        assert!(!name_match("billing.payments", "other.payments"));
+        assert!(name_match(
+            "pg_terminate_backend",
+            "pg_catalog.pg_terminate_backend"
+        ));
     }
 }

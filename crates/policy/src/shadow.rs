@@ -24,6 +24,15 @@ fn connections_cover(by: &Rule, r: &Rule) -> bool {
 }
 
 fn actions_cover(by: &Rule, r: &Rule) -> bool {
+    // A refined rule (tables / functions / without WHERE) covers only part of its kinds:
+    // it shadows another rule only when that rule is refined the same way.
+    if !by.refine.is_empty()
+        && (by.refine.tables != r.refine.tables
+            || by.refine.functions != r.refine.functions
+            || by.refine.without_where != r.refine.without_where)
+    {
+        return false;
+    }
     let by_all = by.sql.is_none() && by.http.is_none();
     match (&r.sql, &r.http) {
         (None, None) => by_all,
@@ -117,6 +126,7 @@ mod tests {
             } else {
                 vec![]
             },
+            refine: Default::default(),
         }
     }
 

@@ -185,6 +185,9 @@ enum PolicyCmd {
         /// An HTTP request line, e.g. "GET /invoices/42".
         #[arg(long)]
         http: Option<String>,
+        /// The declared purpose, for rules with `require_purpose` (omit to check without one).
+        #[arg(long)]
+        purpose: Option<String>,
     },
 }
 
@@ -264,6 +267,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             connection,
             sql,
             http,
+            purpose,
         }) => {
             let cfg = load_offline(&config)?;
             policy_check(
@@ -273,6 +277,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &connection,
                 sql.as_deref(),
                 http.as_deref(),
+                purpose.as_deref(),
             )
         }
     }
@@ -587,6 +592,7 @@ fn policy_check(
     connection: &str,
     sql: Option<&str>,
     http: Option<&str>,
+    purpose: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     warden_core::principal::validate_principal_id(principal).map_err(anyhow::Error::msg)?;
     if !cfg.connections.iter().any(|c| c.name == connection) {
@@ -612,7 +618,7 @@ fn policy_check(
     };
     let mut worst = warden_core::Effect::Allow;
     let mut print = |label: &str, action: ActionClass<'_>| {
-        let ex = policy.explain(&p, connection, &action);
+        let ex = policy.explain_with_purpose(&p, connection, &action, purpose);
         worst = worst.max(ex.decision.effect);
         println!("{label}");
         println!("  decision: {}", ex.decision.effect.as_str().to_uppercase());

@@ -120,6 +120,12 @@ struct RawRule {
     min_approvals: Option<Spanned<u32>>,
     grant: Option<S>,
     require_purpose: Option<bool>,
+    /// Only statements touching one of these tables (globs).
+    tables: Option<Vec<S>>,
+    /// Only statements calling one of these functions (globs).
+    functions: Option<Vec<S>>,
+    /// Only UPDATE/DELETE without WHERE.
+    without_where: Option<bool>,
     description: Option<S>,
 }
 
@@ -772,7 +778,40 @@ impl Config {
                     "`grant` only applies to effect = \"approve\"",
                 );
             }
-            let _ = (&r.require_purpose, &r.description);
+            let _ = &r.description;
+            let globs =
+                |ctx: &mut Ctx<'_>, field: &str, list: &Option<Vec<S>>| -> Option<Vec<String>> {
+                    list.as_ref().map(|l| {
+                        if l.is_empty() {
+                            ctx.err(
+                                key(field),
+                                Some(r.id.span()),
+                                format!("`{field}` must name at least one pattern"),
+                            );
+                        }
+                        l.iter().map(|g| g.get_ref().clone()).collect()
+                    })
+                };
+            let refine = warden_policy::Refinement {
+                tables: globs(&mut ctx, "tables", &r.tables),
+                functions: globs(&mut ctx, "functions", &r.functions),
+                without_where: r.without_where.unwrap_or(false),
+                require_purpose: r.require_purpose.unwrap_or(false),
+            };
+            if !refine.is_empty() && http.is_some() {
+                ctx.err(
+                    key("http"),
+                    Some(r.id.span()),
+                    "`tables`, `functions` and `without_where` refine SQL rules; they cannot be combined with `http`",
+                );
+            }
+            if refine.require_purpose && effect == Effect::Deny {
+                ctx.err(
+                    key("require_purpose"),
+                    Some(r.effect.span()),
+                    "`require_purpose` applies to allow and approve rules",
+                );
+            }
             rules.push(Rule {
                 id,
                 principals,
@@ -781,6 +820,7 @@ impl Config {
                 http,
                 effect,
                 approvers,
+                refine,
             });
         }
 

@@ -1,0 +1,127 @@
+"""Rule refinements through a live PostgreSQL session: tables, functions, UPDATE/DELETE
+without WHERE, and `require_purpose` (PRODUCT.md rules; issue 4)."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import Warden, free_port, run_warden, start_warden, stop_process, write_config
+
+EXTRA = """
+[[connections]]
+name = "refined"
+protocol = "postgres"
+upstream = "127.0.0.1:{pg_port}"
+database = "orders"
+user = "orders_app"
+password = "${{ORDERS_PW}}"
+
+[[rules]]
+id = "read"
+principals = ["group:agents"]
+connections = ["refined"]
+sql = ["select"]
+effect = "allow"
+
+[[rules]]
+id = "no-big-table"
+principals = ["group:agents"]
+connections = ["refined"]
+sql = ["select"]
+tables = ["public.big"]
+effect = "deny"
+
+[[rules]]
+id = "no-sleeping"
+principals = ["*"]
+connections = ["refined"]
+functions = ["pg_sleep"]
+effect = "deny"
+
+[[rules]]
+id = "filtered-updates"
+principals = ["group:agents"]
+connections = ["refined"]
+sql = ["update"]
+effect = "allow"
+
+[[rules]]
+id = "unfiltered-updates-denied"
+principals = ["group:agents"]
+connections = ["refined"]
+sql = ["update"]
+without_where = true
+effect = "deny"
+
+[[rules]]
+id = "ddl-needs-purpose"
+principals = ["group:agents"]
+connections = ["refined"]
+sql = ["ddl"]
+require_purpose = true
+effect = "allow"
+"""
+
+
+@pytest.fixture(scope="module")
+def gw(pg):
+    tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-refine-"))
+    port = free_port()
+    cfg = write_config(tmp, pg.port, port, free_port(), extra=EXTRA.format(pg_port=pg.port))
+    r = run_warden(["config", "check", "--config", str(cfg)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    w = Warden(config=cfg, port=port, proc=None, log=tmp / "w.log", tmp=tmp)  # type: ignore[arg-type]
+    w.keys["reporter"] = w.create_key("agent:reporter", ["agents"])
+    w.proc, w.log = start_warden(cfg, port, tmp, name="refine")
+    try:
+        yield w
+    finally:
+        stop_process(w.proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(gw, sql, pgoptions=None):
+    return gw.psql(sql, key=gw.keys["reporter"].secret, db="refined", pgoptions=pgoptions)
+
+
+def test_table_and_function_refinements(gw):
+    assert run(gw, "select count(*) from items").returncode == 0
+    r = run(gw, "select count(*) from big")
+    assert r.returncode != 0 and "no-big-table" in r.stderr, r.stderr
+    r = run(gw, "select pg_sleep(0)")
+    assert r.returncode != 0 and "no-sleeping" in r.stderr, r.stderr
+
+
+def test_update_without_where_is_denied_with_where_allowed(gw):
+    r = run(gw, "update items set name = name where id = 3")
+    assert r.returncode == 0, r.stderr
+    r = run(gw, "update items set name = name")
+    assert r.returncode != 0 and "unfiltered-updates-denied" in r.stderr, r.stderr
+
+
+def test_require_purpose(gw):
+    r = run(gw, "create table if not exists refine_t (id int)")
+    assert r.returncode != 0 and "purpose" in r.stderr, r.stderr
+    r = run(gw, "create table if not exists refine_t (id int)", pgoptions="-c warden.purpose=INC-7")
+    assert r.returncode == 0, r.stderr
+    # SET warden.purpose earlier in the same string counts for the statements after it.
+    r = run(gw, "set warden.purpose = 'INC-8'; drop table refine_t")
+    assert r.returncode == 0, r.stderr
+    denied = [x for x in gw.audit(kind="policy.denied") if "refine_t" in x["action"]["text"]]
+    assert denied and denied[0]["decision"]["rules"] == ["ddl-needs-purpose"]
+    ok = [x for x in gw.audit(kind="action.request") if x["action"]["text"] == "drop table refine_t"]
+    assert ok and ok[0]["purpose"] == "INC-8"
+
+
+def test_policy_check_cli_knows_refinements(gw):
+    args = ["policy", "check", "--config", str(gw.config), "--principal", "agent:reporter",
+            "--group", "agents", "--connection", "refined"]
+    r = run_warden(args + ["--sql", "update items set price = 0"])
+    assert r.returncode == 4 and "unfiltered-updates-denied" in r.stdout, r.stdout
+    r = run_warden(args + ["--sql", "create table x (id int)"])
+    assert r.returncode == 4 and "purpose" in r.stdout, r.stdout
+    r = run_warden(args + ["--sql", "create table x (id int)", "--purpose", "INC-9"])
+    assert r.returncode == 0, r.stdout
