@@ -22,10 +22,12 @@ pub enum RecordKind {
     ApprovalDecided,
     ProtocolError,
     SessionRefused,
+    /// Retention removed records after sealing them into a signed bundle.
+    RetentionSealed,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 10] = [
+    pub const ALL: [RecordKind; 11] = [
         RecordKind::SessionStart,
         RecordKind::SessionEnd,
         RecordKind::ActionRequest,
@@ -36,6 +38,7 @@ impl RecordKind {
         RecordKind::ApprovalDecided,
         RecordKind::ProtocolError,
         RecordKind::SessionRefused,
+        RecordKind::RetentionSealed,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,6 +52,7 @@ impl RecordKind {
             RecordKind::ApprovalDecided => "approval.decided",
             RecordKind::ProtocolError => "protocol.error",
             RecordKind::SessionRefused => "session.refused",
+            RecordKind::RetentionSealed => "retention.sealed",
         }
     }
     pub fn parse(s: &str) -> Option<RecordKind> {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::chain::{canonical_json_value, value_hash};
 use crate::checkpoint::{Checkpoint, PublicKey, Signer};
-use crate::merkle::{self, Hash, Tree};
+use crate::merkle::{self, Hash};
 use crate::{RecordFilter, Store, StoreError};
 
 pub const BUNDLE_FORMAT: &str = "warden-evidence-bundle/v1";
@@ -113,6 +113,18 @@ impl Store {
         signer: &Signer,
         created_by: &str,
     ) -> Result<(Value, ExportSummary), StoreError> {
+        self.export_bundle_up_to(filter, signer, created_by, None)
+    }
+
+    /// [`Store::export_bundle`] of the matching records with `seq <= max_seq` (retention
+    /// seals a prefix of the chain this way).
+    pub fn export_bundle_up_to(
+        &self,
+        filter: &ExportFilter,
+        signer: &Signer,
+        created_by: &str,
+        max_seq: Option<u64>,
+    ) -> Result<(Value, ExportSummary), StoreError> {
         let mut filter = filter.clone();
         filter.since = filter
             .since
@@ -136,6 +148,9 @@ impl Store {
         let mut records: Vec<(u64, Value)> = Vec::new();
         let mut bad: Option<StoreError> = None;
         self.query_bodies(&rf, &mut |seq, body| {
+            if max_seq.is_some_and(|m| seq > m) {
+                return false;
+            }
             let v: Value = match serde_json::from_str(&body) {
                 Ok(v) => v,
                 Err(e) => {
@@ -158,7 +173,10 @@ impl Store {
         let first_seq = records.first().map(|r| r.0);
         let last_seq = records.last().map(|r| r.0);
         let fp = signer.public().fingerprint();
-        let needed = last_seq.unwrap_or(1);
+        // Records up to the latest retention seal are gone: the tree starts from its frontier.
+        let seal = self.latest_seal()?;
+        let sealed = seal.as_ref().map_or(0, |s| s.up_to_seq);
+        let needed = last_seq.unwrap_or(1).max(sealed);
         let latest = self
             .checkpoints()?
             .into_iter()
@@ -175,10 +193,9 @@ impl Store {
                     if head == 0 {
                         return Err(err("the store holds no records: nothing to export"));
                     }
-                    let leaves = self.leaves(head)?;
                     let c = signer.checkpoint(
                         head,
-                        &merkle::root(&leaves),
+                        &self.tree(head)?.root(),
                         &head_hash,
                         &warden_core::time_fmt::now_rfc3339(),
                     );
@@ -186,16 +203,18 @@ impl Store {
                 }
             },
         };
-        let leaves = self.leaves(cp.tree_size)?;
-        let head_hash = {
-            let conn = self.reader()?;
-            conn.query_row(
-                "SELECT hash FROM records WHERE seq = ?1",
-                [cp.tree_size as i64],
-                |r| r.get::<_, String>(0),
-            )?
+        let tree = self.tree(cp.tree_size)?;
+        let head_hash = match &seal {
+            Some(s) if s.up_to_seq == cp.tree_size => s.last_hash.clone(),
+            _ => {
+                let conn = self.reader()?;
+                conn.query_row(
+                    "SELECT hash FROM records WHERE seq = ?1",
+                    [cp.tree_size as i64],
+                    |r| r.get::<_, String>(0),
+                )?
+            }
         };
-        let tree = Tree::new(leaves);
         if hex::encode(tree.root()) != cp.root || head_hash != cp.head_hash {
             return Err(err(format!(
                 "the store no longer matches checkpoint {} ({}); run `warden audit verify`",
@@ -209,13 +228,15 @@ impl Store {
                 .ok_or_else(|| err(format!("no inclusion proof for record {seq}")))?;
             proofs.push(json!({"seq": seq, "path": hexes(&path)}));
         }
+        // A consistency proof needs every leaf of the older tree: not available once
+        // retention sealed a prefix (the prior checkpoint is optional).
         let prior = match first_seq {
-            Some(first) => self
+            Some(first) if sealed == 0 => self
                 .checkpoints()?
                 .into_iter()
                 .rev()
                 .find(|c| c.key_fingerprint == fp && c.tree_size < first && c.tree_size > 0),
-            None => None,
+            _ => None,
         };
         let mut bundle = json!({
             "format": BUNDLE_FORMAT,

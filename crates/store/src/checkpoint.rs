@@ -244,6 +244,15 @@ impl Store {
         if cache.frontier.size() > head_seq {
             cache = MerkleCache::default();
         }
+        // Records up to the latest retention seal are gone: start from its frontier.
+        if let Some(seal) = crate::retention::read_seals(&tx)?.pop()
+            && cache.frontier.size() < seal.up_to_seq
+        {
+            cache = MerkleCache {
+                frontier: seal.merkle_frontier().map_err(StoreError::Sqlite)?,
+                head_hash: seal.last_hash.clone(),
+            };
+        }
         {
             let mut stmt = tx.prepare(
                 "SELECT seq, hash FROM records WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
@@ -320,7 +329,8 @@ impl Store {
             .optional()?)
     }
 
-    /// Merkle leaves of records `1..=tree_size`, checking that they are contiguous.
+    /// Merkle leaves of records `1..=tree_size`, checking that they are contiguous (fails
+    /// once retention sealed a prefix; [`Store::tree`] works either way).
     pub fn leaves(&self, tree_size: u64) -> Result<Vec<Hash>, StoreError> {
         let conn = self.reader()?;
         let mut stmt =

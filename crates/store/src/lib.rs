@@ -8,6 +8,7 @@
 //! - [`checkpoint`]: Ed25519-signed checkpoints over the Merkle root and chain head.
 //! - [`verify`]: full verification (chain, roots, signatures) naming the first problem.
 //! - [`bundle`]: offline evidence bundles (export, verify).
+//! - [`retention`]: pruning old records only after sealing them into a verified bundle.
 //! - [`sessions`]: session summaries.
 //!
 //! The `Store` is the handle the gateway and CLI use.
@@ -20,6 +21,7 @@ pub mod keys;
 pub mod ledger;
 pub mod merkle;
 pub mod query;
+pub mod retention;
 pub mod sessions;
 pub mod sqlite;
 pub mod verify;
@@ -28,11 +30,14 @@ pub use bundle::{BundleReport, ExportFilter, ExportSummary, verify_bundle};
 pub use checkpoint::{Checkpoint, PublicKey, Signer};
 pub use ledger::{Appended, Durability, Ledger, LedgerError};
 pub use query::{RecordFilter, VerifyProblem, VerifyReport};
+pub use retention::{PruneSummary, Seal};
 pub use sessions::{SessionFilter, SessionSummary};
 pub use sqlite::{Store, StoreError, StoreOptions};
 pub use verify::{EvidenceProblem, EvidenceReport, ProblemKind};
 
 #[cfg(test)]
 mod evidence_tests;
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod tests;

@@ -102,6 +102,24 @@ impl Frontier {
         self.stack.push(cur);
         self.size += 1;
     }
+    /// The roots of the perfect subtrees that make up the tree so far, left to right
+    /// (one per set bit of `size`, largest first): all that is needed to go on pushing
+    /// leaves without the earlier ones (a retention seal stores them).
+    pub fn nodes(&self) -> Vec<Hash> {
+        self.stack.iter().map(|(_, h)| *h).collect()
+    }
+    /// Rebuild a frontier of `size` leaves from [`Frontier::nodes`]; `None` when the
+    /// number of nodes is not the number of set bits of `size`.
+    pub fn from_nodes(size: u64, nodes: &[Hash]) -> Option<Frontier> {
+        if nodes.len() != size.count_ones() as usize {
+            return None;
+        }
+        let heights = (0..64u32).rev().filter(|b| size >> b & 1 == 1);
+        Some(Frontier {
+            stack: heights.zip(nodes.iter().copied()).collect(),
+            size,
+        })
+    }
     /// The root of the tree over every leaf pushed so far.
     pub fn root(&self) -> Hash {
         let mut it = self.stack.iter().rev();
@@ -116,51 +134,99 @@ impl Frontier {
 }
 
 /// Every level of the tree, for many inclusion proofs against one tree size.
+///
+/// The first `prefix` leaves may be unknown (sealed by retention): the tree is then built
+/// from their [`Frontier`] nodes, which are exactly the nodes any audit path of a later
+/// leaf needs from that part of the tree.
 #[derive(Debug, Clone)]
 pub struct Tree {
-    /// `levels[0]` are the leaves; a level with an odd count promotes its last node.
+    /// `levels[j]` holds the nodes of height `j` from index `offsets[j]` on; a level with
+    /// an odd count promotes its last node.
     levels: Vec<Vec<Hash>>,
+    offsets: Vec<u64>,
+    /// The frontier node of height `j` (index `offsets[j] - 1`), when `prefix` has bit `j`.
+    prefix_nodes: Vec<Option<Hash>>,
+    size: u64,
 }
 
 impl Tree {
     pub fn new(leaves: Vec<Hash>) -> Self {
-        let mut levels = vec![leaves];
-        while levels.last().map(|l| l.len()).unwrap_or(0) > 1 {
-            let prev = levels.last().expect("nonempty");
-            let mut next = Vec::with_capacity(prev.len().div_ceil(2));
-            for pair in prev.chunks(2) {
-                match pair {
-                    [l, r] => next.push(node_hash(l, r)),
-                    [only] => next.push(*only),
-                    _ => unreachable!(),
+        Self::with_prefix(&Frontier::new(), leaves)
+    }
+    /// The tree over `prefix.size()` sealed leaves (known by their frontier) followed by
+    /// `rest`.
+    pub fn with_prefix(prefix: &Frontier, rest: Vec<Hash>) -> Self {
+        let p = prefix.size();
+        let size = p + rest.len() as u64;
+        let mut by_height: Vec<Option<Hash>> = vec![None; 64];
+        for &(h, node) in &prefix.stack {
+            by_height[h as usize] = Some(node);
+        }
+        let mut tree = Tree {
+            levels: vec![rest],
+            offsets: vec![p],
+            prefix_nodes: vec![by_height[0]],
+            size,
+        };
+        let mut j = 0usize;
+        let mut count = size; // nodes at level j
+        while count > 1 {
+            let next_count = count.div_ceil(2);
+            let off = p >> (j + 1);
+            let mut next = Vec::with_capacity((next_count - off) as usize);
+            for k in off..next_count {
+                let left = tree.node(j, 2 * k).expect("a left child is known");
+                if 2 * k + 1 < count {
+                    let right = tree.node(j, 2 * k + 1).expect("a right child is known");
+                    next.push(node_hash(&left, &right));
+                } else {
+                    next.push(left);
                 }
             }
-            levels.push(next);
+            tree.levels.push(next);
+            tree.offsets.push(off);
+            tree.prefix_nodes
+                .push(by_height.get(j + 1).copied().flatten());
+            j += 1;
+            count = next_count;
         }
-        Tree { levels }
+        tree
+    }
+    fn node(&self, level: usize, index: u64) -> Option<Hash> {
+        let off = self.offsets[level];
+        if index >= off {
+            return self.levels[level].get((index - off) as usize).copied();
+        }
+        if index + 1 == off {
+            return self.prefix_nodes[level];
+        }
+        None
     }
     pub fn size(&self) -> u64 {
-        self.levels[0].len() as u64
+        self.size
     }
     pub fn root(&self) -> Hash {
-        match self.levels.last() {
-            Some(l) if l.len() == 1 => l[0],
-            _ => empty_root(),
+        if self.size == 0 {
+            return empty_root();
         }
+        self.node(self.levels.len() - 1, 0)
+            .unwrap_or_else(empty_root)
     }
-    /// Audit path of leaf `index` (bottom-up), `None` when out of range.
+    /// Audit path of leaf `index` (bottom-up), `None` when out of range or sealed.
     pub fn inclusion_proof(&self, index: u64) -> Option<Vec<Hash>> {
-        let mut i = usize::try_from(index).ok()?;
-        if i >= self.levels[0].len() {
+        if index >= self.size || index < self.offsets[0] {
             return None;
         }
+        let mut i = index;
+        let mut count = self.size;
         let mut path = Vec::new();
-        for level in &self.levels[..self.levels.len() - 1] {
+        for level in 0..self.levels.len() - 1 {
             let sibling = i ^ 1;
-            if sibling < level.len() {
-                path.push(level[sibling]);
+            if sibling < count {
+                path.push(self.node(level, sibling)?);
             }
             i >>= 1;
+            count = count.div_ceil(2);
         }
         Some(path)
     }
@@ -441,6 +507,39 @@ mod tests {
         bad[0][31] ^= 0x80;
         assert!(!verify_consistency(5, 13, &r5, &r, &bad));
         assert!(!verify_consistency(5, 13, &r5, &r, &[]));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn a_sealed_prefix_gives_the_same_root_and_paths(n in 1usize..200, p in 0usize..200, seed in any::<u64>()) {
+            let p = p % (n + 1);
+            let leaves: Vec<Hash> = (0..n as u64).map(|i| leaf_hash(&(seed ^ i).to_le_bytes())).collect();
+            let mut f = Frontier::new();
+            for l in &leaves[..p] {
+                f.push(*l);
+            }
+            let g = Frontier::from_nodes(p as u64, &f.nodes()).unwrap();
+            prop_assert_eq!(g.root(), f.root());
+            let full = Tree::new(leaves.clone());
+            let sealed = Tree::with_prefix(&g, leaves[p..].to_vec());
+            prop_assert_eq!(sealed.size(), n as u64);
+            prop_assert_eq!(sealed.root(), root(&leaves));
+            for i in 0..n as u64 {
+                if (i as usize) < p {
+                    prop_assert!(sealed.inclusion_proof(i).is_none());
+                } else {
+                    prop_assert_eq!(sealed.inclusion_proof(i), full.inclusion_proof(i));
+                }
+            }
+            // Pushing the rest onto the rebuilt frontier reaches the same root.
+            let mut g = g;
+            for l in &leaves[p..] {
+                g.push(*l);
+            }
+            prop_assert_eq!(g.root(), root(&leaves));
+            prop_assert_eq!(Frontier::from_nodes(p as u64, &[]).is_none(), p > 0);
+        }
     }
 
     proptest! {

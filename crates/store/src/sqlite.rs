@@ -1,10 +1,13 @@
 //! SQLite backend: the embedded default store (WAL mode).
 //!
-//! Schema (version 2, kept in `PRAGMA user_version`; version 1 lacked `checkpoints`):
+//! Schema (version 3, kept in `PRAGMA user_version`; version 1 lacked `checkpoints`,
+//! version 2 lacked `seals`; older stores are upgraded in place when opened):
 //! - `records`: one row per evidence record; `body` is the full record JSON (including
 //!   `hash`), the other columns are indexes derived from it and checked by [`Store::verify`].
 //! - `keys`: Warden key verifiers (never the secret).
 //! - `checkpoints`: signed Merkle checkpoints ([`crate::checkpoint`]).
+//! - `seals`: signed retention seals ([`crate::retention`]): records `from_seq..=up_to_seq`
+//!   were exported into a bundle and removed; the chain continues from `last_hash`.
 //!
 //! Every connection uses a busy timeout (5 s by default) so the CLI and a running gateway
 //! can share the file. Appends go through the single writer thread behind
@@ -25,7 +28,7 @@ use crate::query::VerifyProblem;
 use crate::{Durability, Ledger, RecordFilter, VerifyReport};
 
 /// Schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Default time a connection waits for a lock held by another connection or process.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -65,6 +68,20 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     tree_size INTEGER PRIMARY KEY,
     root TEXT NOT NULL,
     head_hash TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    key_fingerprint TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seals (
+    up_to_seq INTEGER PRIMARY KEY,
+    from_seq INTEGER NOT NULL,
+    last_hash TEXT NOT NULL,
+    root TEXT NOT NULL,
+    frontier TEXT NOT NULL,
+    bundle_sha256 TEXT NOT NULL,
+    bundle_name TEXT NOT NULL,
+    cutoff TEXT NOT NULL,
+    record_seq INTEGER NOT NULL,
     ts TEXT NOT NULL,
     key_fingerprint TEXT NOT NULL,
     signature TEXT NOT NULL
@@ -270,11 +287,15 @@ impl Store {
         let tx = conn.transaction()?;
         let total: i64 = tx.query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))?;
         let total = total as u64;
-        let (_, genesis_hash) = genesis();
+        // Records sealed by retention are gone; the chain continues from the latest seal.
+        let (start_seq, start_hash) = match crate::retention::read_seals(&tx)?.pop() {
+            Some(seal) => (seal.up_to_seq, seal.last_hash),
+            None => genesis(),
+        };
         let mut report = VerifyReport {
             records: 0,
-            head_seq: 0,
-            head_hash: genesis_hash,
+            head_seq: start_seq,
+            head_hash: start_hash,
             problem: None,
         };
         {

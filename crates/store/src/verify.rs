@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, PublicKey, read_checkpoints};
 use crate::merkle::{self, Frontier};
+use crate::retention::{Seal, read_seals};
 use crate::sqlite::{StoredRow, check_row};
 use crate::{Store, StoreError};
 
@@ -27,6 +28,9 @@ pub enum ProblemKind {
     Rewritten,
     /// A checkpoint whose signature does not verify, or that is signed by an untrusted key.
     ForgedCheckpoint,
+    /// A retention seal that does not verify (signature, key, frontier, or its
+    /// `retention.sealed` record does not match it).
+    ForgedSeal,
 }
 
 impl ProblemKind {
@@ -39,6 +43,7 @@ impl ProblemKind {
             ProblemKind::Truncated => "truncated",
             ProblemKind::Rewritten => "rewritten",
             ProblemKind::ForgedCheckpoint => "forged_checkpoint",
+            ProblemKind::ForgedSeal => "forged_seal",
         }
     }
 }
@@ -65,6 +70,14 @@ pub struct EvidenceReport {
     pub latest_checkpoint: Option<Checkpoint>,
     /// Records after the latest verified checkpoint (not yet covered by a signature).
     pub unsigned_tail: u64,
+    /// Retention seals found (records `1..=sealed_up_to` were removed by policy).
+    pub seals: u64,
+    pub sealed_up_to: u64,
+    /// The newest seal (its bundle holds the last removed records).
+    pub latest_seal: Option<Seal>,
+    /// Checkpoints over sealed records only: signatures checked, roots vouched for by
+    /// the seal (and the seal's bundle) instead of recomputed.
+    pub checkpoints_covered_by_seal: u64,
     pub problem: Option<EvidenceProblem>,
 }
 
@@ -94,6 +107,32 @@ impl Store {
         let mut next_cp = 0usize;
         // Last verified checkpoint's size: a rewrite is somewhere after it.
         let mut vouched = 0u64;
+        let seals = read_seals(&tx)?;
+        match check_seals(&seals, &checkpoints, keys) {
+            Err(p) => {
+                report.problem = Some(p);
+                tx.finish()?;
+                return Ok(report);
+            }
+            Ok(None) => {}
+            Ok(Some(start)) => {
+                // The chain continues from the newest seal: its last hash and frontier.
+                report.head_seq = start.seal.up_to_seq;
+                report.head_hash = start.seal.last_hash.clone();
+                report.seals = seals.len() as u64;
+                report.sealed_up_to = start.seal.up_to_seq;
+                report.latest_seal = Some(start.seal.clone());
+                report.checkpoints_covered_by_seal = start.covered;
+                if let Some(cp) = start.exact {
+                    report.checkpoints_verified += 1;
+                    report.latest_checkpoint = Some(cp);
+                }
+                frontier = start.frontier;
+                next_cp = start.covered as usize + usize::from(report.latest_checkpoint.is_some());
+                vouched = start.seal.up_to_seq;
+            }
+        }
+        let seal_record = report.latest_seal.clone();
         {
             let mut stmt = tx.prepare(
                 "SELECT seq, id, ts, kind, session_id, principal, connection, body, prev_hash, hash \
@@ -156,6 +195,17 @@ impl Store {
                     });
                     break;
                 };
+                if let Some(seal) = &seal_record
+                    && seal.record_seq == seq
+                    && let Err(what) = check_seal_record(&stored.kind, &stored.body, seal)
+                {
+                    report.problem = Some(EvidenceProblem {
+                        seq,
+                        kind: ProblemKind::ForgedSeal,
+                        what,
+                    });
+                    break;
+                }
                 frontier.push(leaf);
                 report.records += 1;
                 report.head_seq = seq;
@@ -218,6 +268,19 @@ impl Store {
                 }));
             }
         }
+        if report.problem.is_none()
+            && let Some(seal) = &seal_record
+            && report.head_seq < seal.record_seq
+        {
+            report.problem = Some(EvidenceProblem {
+                seq: report.head_seq + 1,
+                kind: ProblemKind::Truncated,
+                what: format!(
+                    "records after seq {} were removed: the seal of records {}..{} was recorded as record {}, which is gone",
+                    report.head_seq, seal.from_seq, seal.up_to_seq, seal.record_seq
+                ),
+            });
+        }
         report.unsigned_tail = report.head_seq - vouched;
         progress(report.records, total);
         Ok(report)
@@ -233,4 +296,105 @@ fn check_checkpoint(cp: &Checkpoint, keys: &[PublicKey], vouched: u64) -> Option
         kind: ProblemKind::ForgedCheckpoint,
         what: format!("forged checkpoint: {why}"),
     })
+}
+
+/// Where verification starts after retention: the newest seal's head and frontier.
+struct SealStart {
+    seal: Seal,
+    frontier: Frontier,
+    /// Checkpoints with `tree_size < seal.up_to_seq` (signatures checked, roots not).
+    covered: u64,
+    /// A checkpoint at exactly `up_to_seq`, checked against the seal's root and head.
+    exact: Option<Checkpoint>,
+}
+
+/// Check the seals: one contiguous run from seq 1, each signed by a trusted key (when
+/// keys are given), the newest one's frontier producing its root; checkpoints over the
+/// sealed prefix are signature-checked and, at exactly the seal, root-checked.
+fn check_seals(
+    seals: &[Seal],
+    checkpoints: &[Checkpoint],
+    keys: &[PublicKey],
+) -> Result<Option<SealStart>, EvidenceProblem> {
+    let Some(last) = seals.last() else {
+        return Ok(None);
+    };
+    let mut expect_from = 1u64;
+    for s in seals {
+        let problem = |kind, what: String| EvidenceProblem {
+            seq: s.from_seq.min(expect_from),
+            kind,
+            what,
+        };
+        if s.from_seq != expect_from || s.up_to_seq < s.from_seq {
+            return Err(problem(
+                ProblemKind::Missing,
+                format!(
+                    "records {expect_from}..{} are missing: no retention seal covers them (a seal covers {}..{})",
+                    s.from_seq.max(expect_from + 1) - 1,
+                    s.from_seq,
+                    s.up_to_seq
+                ),
+            ));
+        }
+        if !keys.is_empty()
+            && let Err(why) = s.check_with_any(keys)
+        {
+            return Err(problem(
+                ProblemKind::ForgedSeal,
+                format!("forged seal: {why}"),
+            ));
+        }
+        expect_from = s.up_to_seq + 1;
+    }
+    let frontier = last.merkle_frontier().map_err(|why| EvidenceProblem {
+        seq: last.from_seq,
+        kind: ProblemKind::ForgedSeal,
+        what: format!("forged seal: {why}"),
+    })?;
+    let mut covered = 0u64;
+    let mut exact = None;
+    for cp in checkpoints {
+        if cp.tree_size > last.up_to_seq {
+            break;
+        }
+        if let Some(p) = check_checkpoint(cp, keys, 0) {
+            return Err(p);
+        }
+        if cp.tree_size < last.up_to_seq {
+            covered += 1;
+            continue;
+        }
+        if cp.root != last.root || cp.head_hash != last.last_hash {
+            return Err(EvidenceProblem {
+                seq: last.from_seq,
+                kind: ProblemKind::ForgedSeal,
+                what: format!(
+                    "the seal of records {}..{} does not match checkpoint {} ({}): its Merkle root or last hash differs",
+                    last.from_seq, last.up_to_seq, cp.tree_size, cp.ts
+                ),
+            });
+        }
+        exact = Some(cp.clone());
+    }
+    Ok(Some(SealStart {
+        seal: last.clone(),
+        frontier,
+        covered,
+        exact,
+    }))
+}
+
+/// The record a seal names must be its `retention.sealed` record, saying what the seal says.
+fn check_seal_record(kind: &str, body: &str, seal: &Seal) -> Result<(), String> {
+    let detail = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string));
+    if kind != "retention.sealed" || detail.as_deref() != Some(seal.record_detail().as_str()) {
+        return Err(format!(
+            "forged seal: record {} is not the retention.sealed record of the seal of records {}..{}",
+            seal.record_seq, seal.from_seq, seal.up_to_seq
+        ));
+    }
+    Ok(())
 }
