@@ -69,6 +69,18 @@ name = "unverified"
 protocol = "http"
 upstream = "https://localhost:{tls_up}"
 
+[[connections]]
+name = "static"
+protocol = "http"
+upstream = "http://127.0.0.1:{nginx}"
+
+[[rules]]
+id = "static-files"
+principals = ["group:agents"]
+connections = ["static"]
+http = ["GET /files/**", "HEAD /files/**"]
+effect = "allow"
+
 [[rules]]
 id = "tls-read"
 principals = ["group:agents"]
@@ -289,8 +301,29 @@ def hw(pg):
     ctx.load_cert_chain(str(crt), str(tkey))
     tls_server.socket = ctx.wrap_socket(tls_server.socket, server_side=True)
     threading.Thread(target=tls_server.serve_forever, daemon=True).start()
+    nginx_port = free_port()
+    os.chmod(tmp, 0o755)  # nginx workers drop privileges and must read the files
+    ng = tmp / "nginx"
+    (ng / "logs").mkdir(parents=True)
+    (ng / "files").mkdir()
+    (ng / "files" / "blob.bin").write_bytes(os.urandom(5 * 1024 * 1024 + 17))
+    (ng / "nginx.conf").write_text(f"""
+worker_processes 1;
+pid {ng}/nginx.pid;
+error_log {ng}/logs/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  server {{
+    listen 127.0.0.1:{nginx_port};
+    location /files/ {{ alias {ng}/files/; default_type application/octet-stream; }}
+  }}
+}}
+""")
+    subprocess.run([require_tool("nginx"), "-p", str(ng), "-c", "nginx.conf"], check=True,
+                   capture_output=True, timeout=30)
     port, hport, admin_port = free_port(), free_port(), free_port()
-    extra = EXTRA.format(hport=hport, up=up_port, down=free_port(), token=UPSTREAM_TOKEN,
+    extra = EXTRA.format(nginx=nginx_port, hport=hport, up=up_port, down=free_port(), token=UPSTREAM_TOKEN,
                          api_key=UPSTREAM_API_KEY, llm_token=LLM_TOKEN, tls_up=tls_port,
                          ca=ca, crt=crt, key=tkey)
     cfg = write_config(tmp, pg.port, port, free_port(), admin_port=admin_port, extra=extra)
@@ -306,12 +339,15 @@ def hw(pg):
     w.base = f"http://127.0.0.1:{hport}"
     w.admin_url = f"http://127.0.0.1:{admin_port}"
     w.ca = ca
+    w.blob = ng / "files" / "blob.bin"
     try:
         yield w
     finally:
         stop_process(w.proc)
         server.shutdown()
         tls_server.shutdown()
+        subprocess.run(["nginx", "-p", str(ng), "-c", "nginx.conf", "-s", "stop"],
+                       capture_output=True, timeout=30)
         print(f"\n--- warden log tail ({w.log}) ---\n" + w.log.read_text()[-3000:])
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -765,3 +801,56 @@ def test_tls_on_the_listener(hw):
     assert json.loads(body)["note"] == "ok"
     s = seen_with("tls-1")[0]
     assert s["headers"]["x-forwarded-proto"] == "https"
+
+
+def test_nginx_origin_proxy_correctness(hw):
+    """Against a real nginx origin: bytes, length, ranges, HEAD and conditional requests
+    come through unchanged."""
+    import hashlib
+    blob = hw.blob.read_bytes()
+    url = f"{hw.base}/static/files/blob.bin"
+    with httpx.Client(headers=auth(hw), timeout=60) as c:
+        r = c.get(url)
+        assert r.status_code == 200, r.text
+        assert int(r.headers["content-length"]) == len(blob)
+        assert hashlib.sha256(r.content).digest() == hashlib.sha256(blob).digest()
+        etag = r.headers["etag"]
+        assert r.headers["server"].startswith("nginx")
+
+        r = c.get(url, headers={"Range": "bytes=100-199"})
+        assert r.status_code == 206 and r.content == blob[100:200]
+        assert r.headers["content-range"] == f"bytes 100-199/{len(blob)}"
+
+        r = c.head(url)
+        assert r.status_code == 200 and r.content == b""
+        assert int(r.headers["content-length"]) == len(blob)
+
+        r = c.get(url, headers={"If-None-Match": etag})
+        assert r.status_code == 304 and r.content == b""
+
+        r = c.get(f"{hw.base}/static/files/missing.bin")
+        assert r.status_code == 404
+    # curl with keep-alive over several requests on one connection.
+    r = curl(["-o", "/dev/null", "-o", "/dev/null", "-w", "%{http_code} %{num_connects}\n",
+              "-H", f"Authorization: Bearer {key(hw)}", url, url])
+    assert r.stdout.split("\n")[:2] == ["200 1", "200 0"], r.stdout
+    [req] = wait_for(lambda: [x for x in requests_for(hw, "HEAD /files/blob.bin HTTP/1.1")], what="HEAD")
+    assert response_for(hw, req)["response"]["status"] == "ok"
+
+
+def test_client_disconnect_withdraws_held_request(hw):
+    m = uuid.uuid4().hex[:8]
+    p = subprocess.Popen(["curl", "-sS", "-X", "POST", "-H", f"Authorization: Bearer {key(hw)}",
+                          f"{hw.base}/billing/refunds/{m}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def held():
+        return [x for x in hw.audit(kind="approval.requested") if m in json.dumps(x.get("action"))]
+
+    [a] = wait_for(held, timeout=15, what="approval.requested")
+    aid = a["approval"]["id"]
+    p.kill()
+    p.wait()
+    decided = wait_for(lambda: [x for x in hw.audit(kind="approval.decided") if x["approval"]["id"] == aid],
+                       timeout=15, what="approval withdrawn")
+    assert decided[0]["approval"]["decision"] == "withdrawn"
+    assert not seen_with(m)
