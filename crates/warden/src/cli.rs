@@ -161,6 +161,9 @@ enum AuditCmd {
     Verify(crate::evidence_cmd::VerifyArgs),
     /// Sign a checkpoint over every record now (the gateway also does it periodically).
     Checkpoint(crate::evidence_cmd::CheckpointArgs),
+    /// Retention: seal records older than --before into a signed, verified bundle
+    /// (--out), then remove them; `audit verify` goes on passing on what remains.
+    Prune(crate::evidence_cmd::PruneArgs),
 }
 
 #[derive(Subcommand)]
@@ -495,6 +498,7 @@ fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
         }
         AuditCmd::Verify(args) => crate::evidence_cmd::audit_verify(args),
         AuditCmd::Checkpoint(args) => crate::evidence_cmd::audit_checkpoint(args),
+        AuditCmd::Prune(args) => crate::evidence_cmd::audit_prune(args),
     }
 }
 

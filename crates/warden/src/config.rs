@@ -49,6 +49,9 @@ struct RawGateway {
     durability: Option<S>,
     checkpoint_interval: Option<S>,
     signing_key: Option<S>,
+    /// Seal and remove evidence older than this (`"365d"`); absent: keep everything.
+    retention: Option<S>,
+    retention_dir: Option<S>,
     /// Key for the `hash` masking operator (HMAC-SHA-256); keep it in the environment.
     masking_key: Option<S>,
 }
@@ -172,6 +175,10 @@ pub struct Config {
     pub checkpoint_interval: std::time::Duration,
     /// Ed25519 signing key (32-byte seed, hex); default `<data_dir>/signing.key`.
     pub signing_key: PathBuf,
+    /// `serve` seals and removes records older than this, hourly (None: keep all).
+    pub retention: Option<std::time::Duration>,
+    /// Where sealed bundles go; default `<data_dir>/sealed`.
+    pub retention_dir: PathBuf,
     pub postgres_listen: Option<String>,
     pub mysql_listen: Option<String>,
     pub http_listen: Option<String>,
@@ -447,6 +454,27 @@ impl Config {
         let signing_key = match &raw.gateway.signing_key {
             Some(s) => resolve(&ctx.expand("gateway.signing_key", s)),
             None => data_dir.join("signing.key"),
+        };
+        let retention =
+            raw.gateway.retention.as_ref().and_then(
+                |s| match warden_core::time_fmt::parse_duration(&ctx.expand("gateway.retention", s))
+                {
+                    Ok(d) if d.is_positive() => {
+                        Some(std::time::Duration::from_secs(d.whole_seconds() as u64))
+                    }
+                    _ => {
+                        ctx.err(
+                            "gateway.retention",
+                            Some(s.span()),
+                            "use a positive duration like \"365d\", \"26w\"",
+                        );
+                        None
+                    }
+                },
+            );
+        let retention_dir = match &raw.gateway.retention_dir {
+            Some(s) => resolve(&ctx.expand("gateway.retention_dir", s)),
+            None => data_dir.join("sealed"),
         };
 
         // [listeners]
@@ -854,6 +882,8 @@ impl Config {
                 durability,
                 checkpoint_interval,
                 signing_key,
+                retention,
+                retention_dir,
                 postgres_listen,
                 mysql_listen,
                 http_listen,

@@ -53,6 +53,21 @@ pub struct CheckpointArgs {
     signing_key: Option<PathBuf>,
 }
 
+#[derive(Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Seal and remove records with ts before this: RFC 3339, a date, or a span ago (90d).
+    #[arg(long)]
+    before: String,
+    /// Where to write the sealed bundle (verified before anything is removed).
+    #[arg(long)]
+    out: PathBuf,
+    /// Signing key (hex seed). Default: `[gateway] signing_key`.
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 pub enum EvidenceCmd {
     /// Write a self-contained, signed bundle of the selected records that an auditor
@@ -243,6 +258,87 @@ impl Checkpointer {
     }
 }
 
+// ------------------------------------------------------------------------- retention
+
+/// `serve`'s retention job: once an hour (and once at start), seal and remove records
+/// older than `[gateway] retention` into `retention_dir/sealed-<from>-<to>.json`.
+pub fn start_retention(store: Arc<Store>, cfg: &Config) -> Option<tokio::task::JoinHandle<()>> {
+    let keep = cfg.retention?;
+    let dir = cfg.retention_dir.clone();
+    let key = cfg.signing_key.clone();
+    tracing::info!(
+        retention_s = keep.as_secs(),
+        dir = %dir.display(),
+        "retention: records older than the retention are sealed into bundles, then removed"
+    );
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (store, dir, key) = (store.clone(), dir.clone(), key.clone());
+            let before = warden_core::time_fmt::format_ts(time::OffsetDateTime::now_utc() - keep);
+            let done = tokio::task::spawn_blocking(move || {
+                let signer = Signer::load(&key).map_err(anyhow::Error::msg)?;
+                Ok::<_, anyhow::Error>(store.prune(
+                    &before,
+                    &signer,
+                    &format!("warden {}", env!("CARGO_PKG_VERSION")),
+                    &mut |a, b| dir.join(format!("sealed-{a}-{b}.json")),
+                )?)
+            })
+            .await;
+            match done {
+                Ok(Ok(Some(s))) => tracing::info!(
+                    from = s.seal.from_seq,
+                    up_to = s.seal.up_to_seq,
+                    bundle = %s.bundle_path.display(),
+                    sha256 = %s.seal.bundle_sha256,
+                    "retention: sealed and removed {} record(s)", s.records
+                ),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "retention: nothing removed"),
+                Err(e) => tracing::error!(error = %e, "retention task failed"),
+            }
+        }
+    }))
+}
+
+pub fn audit_prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
+    let cfg = load_offline(&args.config)?;
+    let signer = load_signing_key(&cfg, args.signing_key.as_deref())?;
+    let store = open_store(&cfg)?;
+    let out = args.out.clone();
+    let done = store.prune(
+        &args.before,
+        &signer,
+        &format!("warden {}", env!("CARGO_PKG_VERSION")),
+        &mut |_, _| out.clone(),
+    )?;
+    match done {
+        Some(s) => {
+            println!(
+                "sealed records {}..{} ({} record(s)) into {} ({} bytes, sha256 {}), verified; removed them",
+                s.seal.from_seq,
+                s.seal.up_to_seq,
+                s.records,
+                s.bundle_path.display(),
+                s.bundle_bytes,
+                s.seal.bundle_sha256
+            );
+            println!(
+                "retention.sealed record {}; the chain continues from hash {}; bundle checkpoint tree_size {}",
+                s.record_seq, s.seal.last_hash, s.checkpoint.tree_size
+            );
+        }
+        None => println!(
+            "nothing to prune: no unsealed record before {}",
+            args.before
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 // ------------------------------------------------------------------------- audit
 
 fn progress_printer() -> impl FnMut(u64, u64) {
@@ -301,6 +397,25 @@ pub fn audit_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 "OK: {} record(s), chain intact; head seq {} hash {}",
                 report.records, report.head_seq, report.head_hash
             );
+            if let Some(seal) = &report.latest_seal {
+                println!(
+                    "retention: records 1..{} sealed by {} seal(s) ({}); the latest ({}..{}) is bundle {} sha256 {}, recorded as record {}; {} checkpoint(s) covered by seal {}",
+                    report.sealed_up_to,
+                    report.seals,
+                    if report.signatures_checked {
+                        "signatures checked"
+                    } else {
+                        "signatures NOT checked"
+                    },
+                    seal.from_seq,
+                    seal.up_to_seq,
+                    seal.bundle_name,
+                    seal.bundle_sha256,
+                    seal.record_seq,
+                    report.checkpoints_covered_by_seal,
+                    seal.up_to_seq
+                );
+            }
             match &report.latest_checkpoint {
                 Some(cp) => println!(
                     "checkpoints: {} verified ({}); latest covers seq 1..{} signed {}; {} record(s) after it not yet checkpointed",

@@ -94,6 +94,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     });
 
     let checkpointer = crate::evidence_cmd::start_checkpointer(store.clone(), &cfg)?;
+    let retention = crate::evidence_cmd::start_retention(store.clone(), &cfg);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -169,6 +170,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     if let Err(e) = pipeline.ledger().flush().await {
         tracing::error!(error = %e, "final evidence flush failed");
+    }
+    if let Some(r) = retention {
+        r.abort();
     }
     checkpointer.shutdown().await;
     Ok(())
