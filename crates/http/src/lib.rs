@@ -9,6 +9,7 @@
 //! - [`body`]: streaming request/response taps (bounded memory, masked excerpts).
 //! - [`sessions`]: `Warden-Session` keyed evidence sessions with idle expiry.
 //! - [`upstream`]: pooled hyper clients (HTTP and verified HTTPS).
+//! - [`tunnel`]: upgraded connections (WebSocket frames followed for evidence).
 //! - [`guard`]: a framing check in front of hyper's parser (request smuggling).
 //! - `proxy`: the request phases.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod headers;
 mod proxy;
 pub mod sessions;
 pub mod target;
+pub mod tunnel;
 pub mod upstream;
 
 use std::collections::{HashMap, HashSet};

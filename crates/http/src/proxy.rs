@@ -488,9 +488,15 @@ async fn handle_inner(
         if let Some(v) = up_value.or(upgrade) {
             rparts.headers.insert(header::UPGRADE, v);
         }
+        let websocket = rparts
+            .headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
         tokio::spawn(tunnel(
             client_up,
             upstream_up,
+            websocket,
             session.clone(),
             request_id.clone(),
             started,
@@ -826,10 +832,12 @@ fn finalizer(ctx: FinalizeCtx) -> crate::body::Finalizer {
     })
 }
 
-/// After `101 Switching Protocols`: copy bytes both ways until either side closes.
+/// After `101 Switching Protocols`: copy bytes both ways until both sides have closed;
+/// WebSocket frames are followed for the evidence (see [`crate::tunnel`]).
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
+    websocket: bool,
     session: Arc<Session>,
     request_id: warden_pipeline::RequestId,
     started: Instant,
@@ -838,25 +846,32 @@ async fn tunnel(
     let (c, u) = tokio::join!(client, upstream);
     let info = match (c, u) {
         (Ok(c), Ok(u)) => {
-            let mut c = hyper_util::rt::TokioIo::new(c);
-            let mut u = hyper_util::rt::TokioIo::new(u);
-            match tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                Ok((to_up, to_client)) => ResponseInfo {
-                    status: "ok".into(),
-                    tag: Some("101".into()),
-                    bytes: to_client,
-                    duration_us: Some(started.elapsed().as_micros() as u64),
-                    masked: Some(json!({"status": 101, "upgraded": true,
-                        "bytes_to_upstream": to_up, "bytes_to_client": to_client})),
-                    ..Default::default()
-                },
-                Err(e) => ResponseInfo {
-                    status: "interrupted".into(),
-                    tag: Some("101".into()),
-                    error_message: Some(format!("tunnel ended: {e}")),
-                    duration_us: Some(started.elapsed().as_micros() as u64),
-                    ..Default::default()
-                },
+            let (cr, cw) = tokio::io::split(hyper_util::rt::TokioIo::new(c));
+            let (ur, uw) = tokio::io::split(hyper_util::rt::TokioIo::new(u));
+            let cap = session.limits.response_bytes;
+            let ws = || websocket.then(|| crate::tunnel::WsFrames::new(cap));
+            let ((up, e1), (down, e2)) = tokio::join!(
+                crate::tunnel::pump(cr, uw, ws()),
+                crate::tunnel::pump(ur, cw, ws())
+            );
+            let mut stats = MaskStats::default();
+            let masker = session.masker.as_ref();
+            let masked = json!({
+                "status": 101,
+                "upgraded": if websocket { "websocket" } else { "other" },
+                "to_upstream": up.to_json(masker, &mut stats),
+                "to_client": down.to_json(masker, &mut stats),
+            });
+            let error = e1.or(e2);
+            ResponseInfo {
+                status: if error.is_some() { "interrupted" } else { "ok" }.into(),
+                tag: Some("101".into()),
+                error_message: error.map(|e| format!("tunnel ended: {e}")),
+                bytes: down.bytes,
+                duration_us: Some(started.elapsed().as_micros() as u64),
+                masked: Some(masked),
+                masked_values: stats.per_detector,
+                ..Default::default()
             }
         }
         (c, u) => ResponseInfo {
