@@ -92,7 +92,7 @@ effect = "allow"
 id = "read-invoices"
 principals = ["group:agents"]
 connections = ["billing"]
-http = ["GET /invoices/**", "GET /big", "GET /bigtext", "POST /upload", "GET /ws", "GET /plain/**"]
+http = ["GET /invoices/**", "GET /big", "GET /bigtext", "POST /upload", "GET /ws", "GET /plain/**", "GET /events"]
 effect = "allow"
 
 [[rules]]
@@ -155,6 +155,7 @@ class Upstream(http.server.BaseHTTPRequestHandler):
             })
 
     def _read_body(self) -> int:
+        self.body = b""
         n = 0
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             while True:
@@ -170,6 +171,8 @@ class Upstream(http.server.BaseHTTPRequestHandler):
                         return n
                     left -= len(got)
                     n += len(got)
+                    if len(self.body) < (1 << 20):
+                        self.body += got
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
         left = length
@@ -179,7 +182,22 @@ class Upstream(http.server.BaseHTTPRequestHandler):
                 break
             left -= len(got)
             n += len(got)
+            if len(self.body) < (1 << 20):
+                self.body += got
         return n
+
+    def _sse(self, events: list[bytes], pause: float = 0.0) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for i, e in enumerate(events):
+            if i and pause:
+                time.sleep(pause)
+            self.wfile.write(e)
+            self.wfile.flush()
+        self.close_connection = True
 
     def _json(self, status: int, obj) -> None:
         body = json.dumps(obj).encode()
@@ -232,6 +250,9 @@ class Upstream(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(data if websocket else data.upper())
                 self.wfile.flush()
             self.close_connection = True
+        elif u.path == "/events":
+            self._sse([b"event: tick\ndata: first " + EMAIL.encode() + b"\n\n",
+                       b"event: tick\ndata: second\n\n"], pause=1.5)
         elif u.path == "/v1/models":
             self._json(200, {"object": "list", "data": [{"id": "fake-1", "object": "model",
                                                           "created": 0, "owned_by": "test"}]})
@@ -242,7 +263,15 @@ class Upstream(http.server.BaseHTTPRequestHandler):
         n = self._read_body()
         self._record(n)
         u = urlparse(self.path)
-        if u.path == "/v1/chat/completions":
+        if u.path == "/v1/chat/completions" and json.loads(self.body or b"{}").get("stream"):
+            def chunk(content, finish=None):
+                c = {"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 0, "model": "fake-1",
+                     "choices": [{"index": 0, "delta": {"content": content} if content else {},
+                                  "finish_reason": finish}]}
+                return b"data: " + json.dumps(c).encode() + b"\n\n"
+            self._sse([chunk("The customer "), chunk(f"is {EMAIL}."), chunk(None, "stop"),
+                       b"data: [DONE]\n\n"])
+        elif u.path == "/v1/chat/completions":
             self._json(200, {
                 "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "fake-1",
                 "choices": [{"index": 0, "finish_reason": "stop", "message": {
@@ -891,3 +920,29 @@ def test_websocket_frames_recorded_both_ways(hw):
     assert up["text"].startswith("hello ") and up["text"].endswith("\nsecond")
     assert EMAIL not in json.dumps(resp) and resp["masked_values"]["email"] == 2
     assert resp["masked"]["to_client"]["frames"] == 3
+
+
+def test_openai_sdk_streaming_masked(hw):
+    import openai
+    client = openai.OpenAI(base_url=f"{hw.base}/llm", api_key=key(hw), max_retries=0)
+    stream = client.chat.completions.create(model="fake-1", stream=True,
+                                            messages=[{"role": "user", "content": "stream it"}])
+    text = "".join(c.choices[0].delta.content or "" for c in stream)
+    assert text.startswith("The customer is ") and text.endswith(".")
+    assert EMAIL not in text and "@example.com" in text
+
+
+def test_server_sent_events_are_not_held_back(hw):
+    """Each event is masked whole and sent at once: the first arrives long before the
+    second, which the upstream sends 1.5 s later."""
+    t0 = time.monotonic()
+    lines = []
+    with httpx.stream("GET", f"{hw.base}/billing/events", headers=auth(hw), timeout=30) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                lines.append((time.monotonic() - t0, line))
+    assert [x[1].startswith("data: first") for x in lines] == [True, False]
+    assert EMAIL not in lines[0][1] and "@example.com" in lines[0][1]
+    assert lines[0][0] < 1.0 and lines[1][0] >= 1.4, lines

@@ -10,7 +10,67 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use warden_masking::{MaskStats, StreamMasker};
+use warden_masking::{ConnectionMasker, MaskStats, StreamMasker};
+
+/// How a response body is masked on its way out.
+pub enum Masking {
+    /// Text masked as it streams (bounded hold-back, exact across chunk boundaries).
+    Stream(StreamMasker),
+    /// `text/event-stream`: each event is masked whole and sent at once, so a stream of
+    /// sparse events is never held back waiting for more bytes.
+    Events {
+        masker: ConnectionMasker,
+        buf: Vec<u8>,
+    },
+}
+
+/// Largest event held while waiting for its end; beyond it the bytes so far are masked
+/// and sent.
+const MAX_EVENT: usize = 1 << 20;
+
+impl Masking {
+    pub fn events(masker: ConnectionMasker) -> Masking {
+        Masking::Events {
+            masker,
+            buf: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, data: &[u8], out: &mut Vec<u8>, stats: &mut MaskStats) {
+        match self {
+            Masking::Stream(m) => m.push(data, out, stats),
+            Masking::Events { masker, buf } => {
+                buf.extend_from_slice(data);
+                let end = last_event_end(buf).or((buf.len() > MAX_EVENT).then_some(buf.len()));
+                if let Some(end) = end {
+                    out.extend_from_slice(&masker.mask_bytes(&buf[..end], stats));
+                    buf.drain(..end);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>, stats: &mut MaskStats) {
+        match self {
+            Masking::Stream(m) => m.finish(out, stats),
+            Masking::Events { masker, buf } => {
+                out.extend_from_slice(&masker.mask_bytes(buf, stats));
+                buf.clear();
+            }
+        }
+    }
+}
+
+/// The end (exclusive) of the last complete event in `b`: just past a blank line.
+fn last_event_end(b: &[u8]) -> Option<usize> {
+    (1..b.len())
+        .rev()
+        .find(|&i| {
+            b[i] == b'\n'
+                && (b[i - 1] == b'\n' || (i >= 2 && b[i - 1] == b'\r' && b[i - 2] == b'\n'))
+        })
+        .map(|i| i + 1)
+}
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body Warden sends (to the upstream or to the client).
@@ -123,7 +183,7 @@ pub type Finalizer = Box<dyn FnOnce(TapOutcome) + Send>;
 pub struct ResponseTap {
     inner: ProxyBody,
     prefix: Option<Bytes>,
-    masker: Option<StreamMasker>,
+    masker: Option<Masking>,
     stats: MaskStats,
     excerpt: Capture,
     bytes_in: u64,
@@ -139,7 +199,7 @@ impl ResponseTap {
     pub fn new(
         inner: ProxyBody,
         prefix: Option<Bytes>,
-        masker: Option<StreamMasker>,
+        masker: Option<Masking>,
         stats: MaskStats,
         bytes_in: u64,
         excerpt_cap: usize,

@@ -17,7 +17,7 @@ use warden_masking::{ConnectionMasker, MaskStats};
 use warden_pipeline::{HoldOutcome, Protocol, Session, SessionEnd};
 
 use crate::HttpGateway;
-use crate::body::{Capture, ProxyBody, RequestTap, ResponseTap, TapOutcome, empty, full};
+use crate::body::{Capture, Masking, ProxyBody, RequestTap, ResponseTap, TapOutcome, empty, full};
 use crate::guard::Poison;
 use crate::headers::{evidence_headers, set_forwarded, strip_hop_by_hop, take_warden_headers};
 use crate::sessions::{Lease, OpenError};
@@ -544,6 +544,13 @@ async fn handle_inner(
             );
         }
         Some(_) if ct.as_deref().is_some_and(is_json) => Mode::Json,
+        Some(_)
+            if ct
+                .as_deref()
+                .is_some_and(|c| c.starts_with("text/event-stream")) =>
+        {
+            Mode::Events
+        }
         Some(_) if text_like => Mode::Text,
         _ => Mode::Pass,
     };
@@ -575,7 +582,7 @@ async fn handle_inner(
                 ResponseTap::new(
                     rbody,
                     None,
-                    Some(m.stream()),
+                    Some(Masking::Stream(m.stream())),
                     MaskStats::default(),
                     0,
                     excerpt_cap,
@@ -605,7 +612,7 @@ async fn handle_inner(
                         ResponseTap::new(
                             rbody,
                             Some(buf),
-                            Some(m.stream()),
+                            Some(Masking::Stream(m.stream())),
                             MaskStats::default(),
                             n,
                             excerpt_cap,
@@ -627,12 +634,24 @@ async fn handle_inner(
                 }
             }
         }
+        (Mode::Events, Some(m)) => {
+            rparts.headers.remove(header::CONTENT_LENGTH);
+            ResponseTap::new(
+                rbody.map_err(Into::into).boxed_unsync(),
+                None,
+                Some(Masking::events(m.clone())),
+                MaskStats::default(),
+                0,
+                excerpt_cap,
+                done,
+            )
+        }
         (Mode::Text, Some(m)) => {
             rparts.headers.remove(header::CONTENT_LENGTH);
             ResponseTap::new(
                 rbody.map_err(Into::into).boxed_unsync(),
                 None,
-                Some(m.stream()),
+                Some(Masking::Stream(m.stream())),
                 MaskStats::default(),
                 0,
                 excerpt_cap,
@@ -661,6 +680,7 @@ enum Mode {
     Pass,
     Json,
     Text,
+    Events,
 }
 
 fn is_json(ct: &str) -> bool {
