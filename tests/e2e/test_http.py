@@ -490,6 +490,12 @@ def test_agent_key_is_nowhere_in_the_store(hw):
     # database files hold the agent's key or the upstream credential.
     r = httpx.get(f"{hw.base}/billing/invoices/store-check", headers=auth(hw))
     assert r.status_code == 200
+    # Even when the agent echoes its key elsewhere (query, another header, purpose, body).
+    r = httpx.get(f"{hw.base}/billing/invoices/store-check-2?token={key(hw)}",
+                  headers=auth(hw, **{"X-Debug": key(hw), "Warden-Purpose": f"debug {key(hw)}"}))
+    assert r.status_code == 200
+    r = httpx.post(f"{hw.base}/billing/upload", headers=auth(hw), content=f"key={key(hw)}".encode())
+    assert r.status_code == 200
     time.sleep(0.5)
     dump = run_warden(["audit", "query", "--config", str(hw.config), "--format", "json"], check=True).stdout
     assert dump.strip()
@@ -641,7 +647,7 @@ def test_large_download_and_upload_bounded_memory(hw):
             yield chunk
 
     with httpx.Client(timeout=300, headers=auth(hw)) as c:
-        r = c.post(f"{hw.base}/billing/upload", content=gen(),
+        r = c.post(f"{hw.base}/billing/upload?big=1", content=gen(),
                    headers={"Content-Type": "application/octet-stream"})
     assert r.status_code == 200 and r.json()["received"] == size
 
@@ -657,7 +663,7 @@ def test_large_download_and_upload_bounded_memory(hw):
     [req] = wait_for(lambda: requests_for(hw, f"GET /big?size={size} HTTP/1.1"), what="big request")
     resp = response_for(hw, req)["response"]
     assert resp["bytes"] == size and "body" not in resp["masked"]
-    [up] = wait_for(lambda: requests_for(hw, "POST /upload HTTP/1.1"), what="upload request")
+    [up] = wait_for(lambda: requests_for(hw, "POST /upload?big=1 HTTP/1.1"), what="upload request")
     assert response_for(hw, up)["response"]["masked"]["request_body_bytes"] == size
 
 

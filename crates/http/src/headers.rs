@@ -102,10 +102,10 @@ pub fn is_sensitive(name: &str) -> bool {
 
 /// The request's headers as evidence: `name: value` strings, credentials redacted,
 /// values capped at 512 characters.
-pub fn evidence_headers(h: &HeaderMap) -> Vec<Option<String>> {
+pub fn evidence_headers(h: &HeaderMap, secret: &str) -> Vec<Option<String>> {
     h.iter()
         .map(|(k, v)| {
-            let value = if is_sensitive(k.as_str()) {
+            let value = if is_sensitive(k.as_str()) || holds_secret(v.as_bytes(), secret) {
                 "<redacted>".to_string()
             } else {
                 let s = String::from_utf8_lossy(v.as_bytes());
@@ -118,6 +118,45 @@ pub fn evidence_headers(h: &HeaderMap) -> Vec<Option<String>> {
             Some(format!("{}: {value}", k.as_str()))
         })
         .collect()
+}
+
+/// Does `value` contain the caller's credential (or something shaped like a Warden key)?
+pub fn holds_secret(value: &[u8], secret: &str) -> bool {
+    (!secret.is_empty() && value.windows(secret.len()).any(|w| w == secret.as_bytes()))
+        || value.windows(3).enumerate().any(|(i, w)| {
+            w == b"wk_"
+                && value[i + 3..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'-')
+                    .count()
+                    >= 16
+        })
+}
+
+/// `text` with the caller's credential (and Warden-key-shaped tokens) cut out.
+pub fn scrub(text: &str, secret: &str) -> String {
+    if !holds_secret(text.as_bytes(), secret) {
+        return text.to_string();
+    }
+    let mut out = if secret.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(secret, "<redacted>")
+    };
+    while let Some(i) = out.find("wk_") {
+        let tail = &out[i + 3..];
+        let n = tail
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+            .count();
+        if n < 16 {
+            // Not key-shaped: keep it, look further.
+            let (a, b) = out.split_at(i + 3);
+            return format!("{a}{}", scrub(b, ""));
+        }
+        out.replace_range(i..i + 3 + n, "<redacted>");
+    }
+    out
 }
 
 /// Replace any `X-Forwarded-*` / `Forwarded` the client sent (it could claim anything)
@@ -191,7 +230,25 @@ mod tests {
         h.insert("cookie", HeaderValue::from_static("sid=1"));
         h.insert("x-api-key", HeaderValue::from_static("k"));
         h.insert("accept", HeaderValue::from_static("application/json"));
-        let e: Vec<String> = evidence_headers(&h).into_iter().flatten().collect();
+        h.insert(
+            "x-note",
+            HeaderValue::from_static("copy of wk_abcdefghijklmnopqrstu"),
+        );
+        h.insert(
+            "x-echo",
+            HeaderValue::from_static("my-own-secret-token-value"),
+        );
+        let e: Vec<String> = evidence_headers(&h, "my-own-secret-token-value")
+            .into_iter()
+            .flatten()
+            .collect();
+        assert!(e.contains(&"x-note: <redacted>".to_string()));
+        assert!(e.contains(&"x-echo: <redacted>".to_string()));
+        assert_eq!(
+            scrub("GET /a?k=wk_abcdefghijklmnopqrstu&x=wk_no HTTP/1.1", ""),
+            "GET /a?k=<redacted>&x=wk_no HTTP/1.1"
+        );
+        assert_eq!(scrub("/a?t=SeCrEt", "SeCrEt"), "/a?t=<redacted>");
         assert!(e.contains(&"authorization: <redacted>".to_string()));
         assert!(e.contains(&"cookie: <redacted>".to_string()));
         assert!(e.contains(&"x-api-key: <redacted>".to_string()));

@@ -19,7 +19,9 @@ use warden_pipeline::{HoldOutcome, Protocol, Session, SessionEnd};
 use crate::HttpGateway;
 use crate::body::{Capture, Masking, ProxyBody, RequestTap, ResponseTap, TapOutcome, empty, full};
 use crate::guard::Poison;
-use crate::headers::{evidence_headers, set_forwarded, strip_hop_by_hop, take_warden_headers};
+use crate::headers::{
+    evidence_headers, scrub, set_forwarded, strip_hop_by_hop, take_warden_headers,
+};
 use crate::sessions::{Lease, OpenError};
 use crate::target::{TargetError, route};
 
@@ -168,6 +170,7 @@ async fn handle_inner(
     let conn_name = clean(&target.connection, 64);
 
     // 2. Authenticate.
+    let secret = bearer(req.headers()).unwrap_or_default().to_string();
     let principal = match bearer(req.headers()) {
         Err(why) => {
             gw.pipeline
@@ -225,7 +228,7 @@ async fn handle_inner(
     let wh = take_warden_headers(req.headers_mut());
     let purpose = match wh.purpose.as_ref().map(|v| v.to_str()) {
         None => None,
-        Some(Ok(p)) if p.len() <= 1024 => Some(p.trim().to_string()).filter(|p| !p.is_empty()),
+        Some(Ok(p)) if p.len() <= 1024 => Some(scrub(p.trim(), &secret)).filter(|p| !p.is_empty()),
         Some(_) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -284,11 +287,14 @@ async fn handle_inner(
         Some(q) => format!("{}?{q}", target.path),
         None => target.path.clone(),
     };
-    let text = format!("{method} {target_text} {}", version_str(version));
+    let text = scrub(
+        &format!("{method} {target_text} {}", version_str(version)),
+        &secret,
+    );
     let action = ActionInfo {
         kind: "http".into(),
         text,
-        params: evidence_headers(req.headers()),
+        params: evidence_headers(req.headers(), &secret),
         ..Default::default()
     };
     let decision = session.decide_http(method.as_str(), &target.policy_path);
@@ -439,7 +445,9 @@ async fn handle_inner(
             );
         }
     };
-    let req_capture = Arc::new(Mutex::new(Capture::new(gw.config.request_excerpt)));
+    let req_capture = Arc::new(Mutex::new(Capture::new(
+        gw.config.request_excerpt.min(session.limits.response_bytes),
+    )));
     let mut up_req = Request::new(RequestTap::new(body, req_capture.clone()).boxed_unsync());
     *up_req.method_mut() = method.clone();
     *up_req.uri_mut() = uri;
@@ -566,6 +574,7 @@ async fn handle_inner(
         req_text_like,
         masker: masker.clone(),
         lease,
+        secret,
     });
     let excerpt_cap = session.limits.response_bytes;
     let body = match (mode, &masker) {
@@ -774,6 +783,8 @@ struct FinalizeCtx {
     req_text_like: bool,
     masker: Option<ConnectionMasker>,
     lease: Lease,
+    /// The caller's credential, to cut out of the recorded request body.
+    secret: String,
 }
 
 fn excerpt_value(bytes: &[u8], json_ok: bool) -> Value {
@@ -798,6 +809,7 @@ fn finalizer(ctx: FinalizeCtx) -> crate::body::Finalizer {
             req_text_like,
             masker,
             lease,
+            secret,
         } = ctx;
         let code = status.as_u16();
         let mut stats = out.stats;
@@ -822,7 +834,7 @@ fn finalizer(ctx: FinalizeCtx) -> crate::body::Finalizer {
                 Some(m) => m.mask_bytes(&req.head, &mut stats).into_owned(),
                 None => req.head.clone(),
             };
-            masked["request_body"] = Value::String(String::from_utf8_lossy(&head).into_owned());
+            masked["request_body"] = Value::String(scrub(&String::from_utf8_lossy(&head), &secret));
             masked["request_body_truncated"] = Value::Bool(req.truncated());
         }
         let failed = out.status != "ok";
