@@ -1,0 +1,142 @@
+//! `Warden-Session` sessions: one per key per principal and connection, kept while in use,
+//! ended (`session.end`) after the idle period, never while a request is in flight.
+use std::sync::Arc;
+use std::time::Duration;
+
+use warden_core::{AuthInfo, AuthMethod, EvidenceRecord, Principal};
+use warden_http::sessions::Sessions;
+use warden_pipeline::{ConnectionSpec, Pipeline, Protocol, SessionEnd, UpstreamTls};
+use warden_policy::Policy;
+use warden_store::{Durability, RecordFilter, Store};
+
+fn principal(id: &str) -> Principal {
+    Principal {
+        id: id.into(),
+        groups: vec!["agents".into()],
+        auth: AuthInfo {
+            method: AuthMethod::WardenKey,
+            issuer: Some("warden".into()),
+            subject: Some("k1".into()),
+        },
+        on_behalf_of: None,
+    }
+}
+
+fn records(store: &Store, kind: &str) -> Vec<EvidenceRecord> {
+    let mut out = Vec::new();
+    let filter = RecordFilter {
+        kind: Some(kind.into()),
+        ..Default::default()
+    };
+    store
+        .query(&filter, &mut |r| {
+            out.push(r);
+            true
+        })
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn keyed_sessions_are_shared_and_expire_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open("sqlite://e.db", dir.path(), Durability::Process).unwrap());
+    let spec = ConnectionSpec {
+        name: "api".into(),
+        protocol: Protocol::Http,
+        upstream: "http://127.0.0.1:9".into(),
+        database: None,
+        user: None,
+        password: None,
+        tls: UpstreamTls::Disable,
+        headers: vec![],
+    };
+    let pipeline = Pipeline::new(vec![spec], Policy::default(), store.clone(), None, None);
+    let conn = pipeline.connection("api").unwrap();
+    let sessions = Sessions::new(Duration::from_millis(200), 10);
+    let (a, b) = (principal("agent:a"), principal("agent:b"));
+
+    let l1 = sessions
+        .lease(&pipeline, &a, &conn, "c", Some("run-1"), Some("p1".into()))
+        .await
+        .unwrap();
+    let l2 = sessions
+        .lease(&pipeline, &a, &conn, "c", Some("run-1"), None)
+        .await
+        .unwrap();
+    let other = sessions
+        .lease(&pipeline, &b, &conn, "c", Some("run-1"), None)
+        .await
+        .unwrap();
+    let mut single = sessions
+        .lease(&pipeline, &a, &conn, "c", None, None)
+        .await
+        .unwrap();
+    single.confirm_start().await.unwrap();
+    assert_eq!(
+        l1.session.id, l2.session.id,
+        "same key, same principal: one session"
+    );
+    assert_ne!(
+        l1.session.id, other.session.id,
+        "another principal: another session"
+    );
+    assert!(l1.keyed() && !single.keyed());
+    assert_eq!(l1.session.purpose().as_deref(), Some("p1"));
+    assert_eq!(sessions.len(), 2);
+    let keyed_id = l1.session.id.clone();
+    single.release(SessionEnd::ClientTerminated);
+
+    // One lease still in flight: the sweep keeps the session however idle it is.
+    l1.release(SessionEnd::ClientTerminated);
+    other.release(SessionEnd::ClientTerminated);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sessions.sweep(false).await;
+    assert_eq!(sessions.len(), 1, "only b's idle session ended");
+    l2.release(SessionEnd::ClientTerminated);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sessions.sweep(false).await;
+    assert!(sessions.is_empty());
+    pipeline.ledger().flush().await.unwrap();
+
+    let ends = records(&store, "session.end");
+    assert_eq!(ends.len(), 3, "a's keyed, b's keyed, the per-request one");
+    let keyed_end = ends
+        .iter()
+        .find(|r| r.session_id.as_deref() == Some(keyed_id.as_str()))
+        .unwrap();
+    assert!(
+        keyed_end
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("no request for")
+    );
+    assert_eq!(records(&store, "session.start").len(), 3);
+
+    // Reusing the key after expiry opens a new session.
+    let again = sessions
+        .lease(&pipeline, &a, &conn, "c", Some("run-1"), None)
+        .await
+        .unwrap();
+    assert_ne!(again.session.id, keyed_id);
+    again.release(SessionEnd::ClientTerminated);
+
+    // The cap on open keyed sessions.
+    for i in 0..9 {
+        let k = format!("k{i}");
+        sessions
+            .lease(&pipeline, &a, &conn, "c", Some(&k), None)
+            .await
+            .unwrap()
+            .release(SessionEnd::ClientTerminated);
+    }
+    assert!(matches!(
+        sessions
+            .lease(&pipeline, &a, &conn, "c", Some("one-too-many"), None)
+            .await,
+        Err(warden_http::sessions::OpenError::TooMany)
+    ));
+    sessions.sweep(true).await;
+    assert!(sessions.is_empty());
+}
