@@ -831,13 +831,18 @@ def test_https_upstream_verified_with_ca_file(hw):
 
 def test_tls_on_the_listener(hw):
     # The same port speaks TLS when the client starts with a ClientHello.
-    r = curl(["--cacert", str(hw.ca), "-H", f"Authorization: Bearer {key(hw)}", "-w", " %{http_version}",
+    r = curl(["--http1.1", "--cacert", str(hw.ca), "-H", f"Authorization: Bearer {key(hw)}", "-w", " %{http_version}",
               f"https://localhost:{hw.hport}/billing/invoices/tls-1"])
     assert r.returncode == 0, r.stderr
     body, version = r.stdout.rsplit(" ", 1)
     assert json.loads(body)["note"] == "ok"
     s = seen_with("tls-1")[0]
     assert s["headers"]["x-forwarded-proto"] == "https"
+    assert version == "1.1"
+    # HTTP/2 over TLS (ALPN h2).
+    r = curl(["--http2", "--cacert", str(hw.ca), "-H", f"Authorization: Bearer {key(hw)}", "-o", "/dev/null",
+              "-w", "%{http_version} %{http_code}", f"https://localhost:{hw.hport}/billing/invoices/tls-2"])
+    assert r.stdout == "2 200", r.stdout + r.stderr
 
 
 def test_nginx_origin_proxy_correctness(hw):

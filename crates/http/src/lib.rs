@@ -103,6 +103,14 @@ impl HttpGateway {
                 inject.insert(c.name.clone(), h);
             }
         }
+        let mut config = config;
+        // Offer HTTP/2 over TLS too (ALPN); the auto builder picks the protocol from the
+        // connection preface either way.
+        config.tls = config.tls.take().map(|a| {
+            let mut c = (**a.config()).clone();
+            c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            tokio_rustls::TlsAcceptor::from(Arc::new(c))
+        });
         Ok(Arc::new(HttpGateway {
             pipeline,
             upstreams,
