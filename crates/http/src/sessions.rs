@@ -64,7 +64,15 @@ impl Lease {
             }
             None => {
                 let s = self.session;
-                tokio::spawn(async move { s.end(why).await });
+                // Bodies can be dropped while the runtime shuts down: never panic there.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(h) => {
+                        h.spawn(async move { s.end(why).await });
+                    }
+                    Err(_) => {
+                        tracing::warn!(session = %s.id, "runtime gone: session.end not recorded")
+                    }
+                }
             }
         }
     }
