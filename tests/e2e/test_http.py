@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from conftest import (WARDEN_BIN, Warden, free_port, require_tool, run_warden, start_warden,
+from conftest import (REPO, WARDEN_BIN, Warden, free_port, require_tool, run_warden, start_warden,
                       stop_process, wait_for, write_config)
 
 UPSTREAM_TOKEN = "upstream-secret-4d1f"
@@ -35,7 +35,18 @@ LLM_TOKEN = "sk-llm-upstream-99"
 CARD = "4111 1111 1111 1111"
 EMAIL = "alice.cooper@example.com"
 
+FIXTURES = REPO / "crates" / "identity" / "tests" / "fixtures"
+JWT_MINT = Path(os.environ.get("JWT_MINT_BIN", REPO / "target" / "debug" / "examples" / "jwt_mint"))
+ISSUER = "https://idp.http.test"
+AUDIENCE = "warden-http"
+
 EXTRA = """http = "127.0.0.1:{hport}"
+
+[identity.oidc]
+issuer = "{issuer}"
+audience = "{audience}"
+jwks_file = "{jwks}"
+groups_claim = "groups"
 
 [approvals]
 timeout = "60s"
@@ -353,7 +364,7 @@ http {{
     subprocess.run([require_tool("nginx"), "-p", str(ng), "-c", "nginx.conf"], check=True,
                    capture_output=True, timeout=30)
     port, hport, admin_port = free_port(), free_port(), free_port()
-    extra = EXTRA.format(nginx=nginx_port, hport=hport, up=up_port, down=free_port(), token=UPSTREAM_TOKEN,
+    extra = EXTRA.format(nginx=nginx_port, issuer=ISSUER, audience=AUDIENCE, jwks=FIXTURES / "jwks.json", hport=hport, up=up_port, down=free_port(), token=UPSTREAM_TOKEN,
                          api_key=UPSTREAM_API_KEY, llm_token=LLM_TOKEN, tls_up=tls_port,
                          ca=ca, crt=crt, key=tkey)
     cfg = write_config(tmp, pg.port, port, free_port(), admin_port=admin_port, extra=extra)
@@ -959,3 +970,30 @@ def test_server_sent_events_are_not_held_back(hw):
     assert [x[1].startswith("data: first") for x in lines] == [True, False]
     assert EMAIL not in lines[0][1] and "@example.com" in lines[0][1]
     assert lines[0][0] < 1.0 and lines[1][0] >= 1.4, lines
+
+
+def mint(sub: str, groups: str = "", act: str = "", exp_secs: int = 600) -> str:
+    require_tool(JWT_MINT)
+    r = subprocess.run([str(JWT_MINT), str(FIXTURES / "rsa_private.pem"), "rsa-1", ISSUER, AUDIENCE, sub,
+                        groups, act, str(exp_secs)], capture_output=True, text=True, timeout=30, check=True)
+    return r.stdout.strip()
+
+
+def test_jwt_bearer_with_on_behalf_of(hw):
+    token = mint("invoice-bot", groups="agents", act="alice")
+    m = uuid.uuid4().hex[:8]
+    r = httpx.get(f"{hw.base}/billing/invoices/{m}", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    assert token not in seen_with(m)[0]["raw_headers"]
+    [req] = wait_for(lambda: requests_for(hw, f"GET /invoices/{m} HTTP/1.1"), what="jwt request")
+    p = req["principal"]
+    assert p["id"] == "agent:invoice-bot" and p["on_behalf_of"] == "user:alice"
+    assert p["auth"] == {"method": "jwt", "issuer": ISSUER, "subject": "invoice-bot"}
+    expired = mint("invoice-bot", groups="agents", exp_secs=-600)
+    r = httpx.get(f"{hw.base}/billing/invoices/{m}-x", headers={"Authorization": f"Bearer {expired}"})
+    assert r.status_code == 401 and not seen_with(f"{m}-x")
+    time.sleep(0.5)
+    for f in (hw.tmp / "data").rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert token.encode() not in data and expired.encode() not in data
