@@ -919,6 +919,35 @@ def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
+def parse_ws(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Complete frames in ``buf`` as (opcode, unmasked payload), and the rest."""
+    out = []
+    while len(buf) >= 2:
+        op, b1 = buf[0] & 0x0F, buf[1]
+        n, i = b1 & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                break
+            n, i = int.from_bytes(buf[2:4], "big"), 4
+        elif n == 127:
+            if len(buf) < 10:
+                break
+            n, i = int.from_bytes(buf[2:10], "big"), 10
+        mask = None
+        if b1 & 0x80:
+            if len(buf) < i + 4:
+                break
+            mask, i = buf[i:i + 4], i + 4
+        if len(buf) < i + n:
+            break
+        payload = buf[i:i + n]
+        if mask:
+            payload = bytes(b ^ mask[j % 4] for j, b in enumerate(payload))
+        out.append((op, payload))
+        buf = buf[i + n:]
+    return out, buf
+
+
 def test_websocket_frames_recorded_both_ways(hw):
     msg = f"hello {EMAIL}".encode()
     with socket.create_connection(("127.0.0.1", hw.hport), timeout=10) as s:
@@ -932,9 +961,17 @@ def test_websocket_frames_recorded_both_ways(hw):
         got = head.split(b"\r\n\r\n", 1)[1]
         frames = ws_frame(msg) + ws_frame(b"", opcode=9) + ws_frame(b"second")
         s.sendall(frames)
-        while len(got) < len(frames):
-            got += s.recv(4096)
-        assert got == frames  # the upstream echoes; Warden changes nothing on the wire
+        received = []
+        while len(received) < 3:
+            parsed, got = parse_ws(got)
+            received += parsed
+            if len(received) < 3:
+                got += s.recv(4096)
+    # The upstream echoes; text going to the agent is masked (and re-framed), the rest intact.
+    assert [op for op, _ in received] == [1, 9, 1]
+    first = received[0][1].decode()
+    assert first.startswith("hello ") and EMAIL not in first and "@example.com" in first
+    assert received[2][1] == b"second"
     req = wait_for(lambda: [r for r in requests_for(hw, "GET /ws HTTP/1.1")
                             if "upgrade: websocket" in r["action"]["params"]], what="ws request")[0]
     resp = response_for(hw, req)["response"]
@@ -942,7 +979,7 @@ def test_websocket_frames_recorded_both_ways(hw):
     assert resp["masked"]["upgraded"] == "websocket"
     assert (up["frames"], up["text_messages"], up["control_frames"]) == (3, 2, 1)
     assert up["text"].startswith("hello ") and up["text"].endswith("\nsecond")
-    assert EMAIL not in json.dumps(resp) and resp["masked_values"]["email"] == 2
+    assert EMAIL not in json.dumps(resp) and resp["masked_values"]["email"] >= 2
     assert resp["masked"]["to_client"]["frames"] == 3
 
 

@@ -413,6 +413,10 @@ async fn handle_inner(
         scheme,
         orig_host.as_ref(),
     );
+    if masker.is_some() {
+        // Compressed WebSocket messages could not be masked: negotiate none.
+        parts.headers.remove("sec-websocket-extensions");
+    }
     if let (Some(u), Some(_)) = (&upgrade, &client_upgrade) {
         parts
             .headers
@@ -882,11 +886,17 @@ async fn tunnel(
             let (ur, uw) = tokio::io::split(hyper_util::rt::TokioIo::new(u));
             let cap = session.limits.response_bytes;
             let ws = || websocket.then(|| crate::tunnel::WsFrames::new(cap));
+            // What the upstream sends the agent is masked (WebSocket text messages).
+            let mut rewriter = session
+                .masker
+                .clone()
+                .filter(|_| websocket)
+                .map(crate::tunnel::WsMasker::new);
             let ((up, e1), (down, e2)) = tokio::join!(
-                crate::tunnel::pump(cr, uw, ws()),
-                crate::tunnel::pump(ur, cw, ws())
+                crate::tunnel::pump(cr, uw, ws(), None),
+                crate::tunnel::pump(ur, cw, ws(), rewriter.as_mut())
             );
-            let mut stats = MaskStats::default();
+            let mut stats = rewriter.map(|r| r.stats).unwrap_or_default();
             let masker = session.masker.as_ref();
             let masked = json!({
                 "status": 101,

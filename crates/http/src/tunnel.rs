@@ -163,17 +163,188 @@ impl WsFrames {
     }
 }
 
-/// Copy `from` → `to` until EOF, then shut `to`'s write side.
+/// Masks the text messages of a WebSocket stream going to the client: each text frame
+/// (and each continuation of a text message) is read whole, unmasked if the sender masked
+/// it, masked by the connection's rules and re-framed with its new length; every other
+/// frame passes byte for byte. Compressed text (`permessage-deflate`, RSV1) and text frames
+/// over [`MAX_MASKED_FRAME`] cannot be masked: the tunnel is closed instead (fail closed).
+pub struct WsMasker {
+    masker: ConnectionMasker,
+    pub stats: MaskStats,
+    head: Vec<u8>,
+    state: WsState,
+    in_text: bool,
+}
+
+enum WsState {
+    Head,
+    Pass(u64),
+    Buffer {
+        first: u8,
+        left: u64,
+        mask: Option<[u8; 4]>,
+        buf: Vec<u8>,
+    },
+}
+
+/// Largest text frame masked (it is held whole while it arrives).
+pub const MAX_MASKED_FRAME: u64 = 16 << 20;
+
+impl WsMasker {
+    pub fn new(masker: ConnectionMasker) -> WsMasker {
+        WsMasker {
+            masker,
+            stats: MaskStats::default(),
+            head: Vec::with_capacity(14),
+            state: WsState::Head,
+            in_text: false,
+        }
+    }
+
+    pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        while !data.is_empty() {
+            match &mut self.state {
+                WsState::Pass(left) => {
+                    let n = (data.len() as u64).min(*left) as usize;
+                    out.extend_from_slice(&data[..n]);
+                    *left -= n as u64;
+                    data = &data[n..];
+                    if *left == 0 {
+                        self.state = WsState::Head;
+                    }
+                }
+                WsState::Buffer { left, buf, .. } => {
+                    let n = (data.len() as u64).min(*left) as usize;
+                    buf.extend_from_slice(&data[..n]);
+                    *left -= n as u64;
+                    data = &data[n..];
+                    if *left == 0 {
+                        self.emit_buffered(out);
+                    }
+                }
+                WsState::Head => {
+                    self.head.push(data[0]);
+                    data = &data[1..];
+                    self.on_head_byte(out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_head_byte(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        let h = &self.head;
+        if h.len() < 2 {
+            return Ok(());
+        }
+        let masked = h[1] & 0x80 != 0;
+        let ext = match h[1] & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        if h.len() < 2 + ext + if masked { 4 } else { 0 } {
+            return Ok(());
+        }
+        let len = match ext {
+            0 => (h[1] & 0x7f) as u64,
+            2 => u16::from_be_bytes([h[2], h[3]]) as u64,
+            _ => u64::from_be_bytes(h[2..10].try_into().unwrap_or([0; 8])),
+        };
+        let first = h[0];
+        let mask = masked.then(|| {
+            let m = &h[2 + ext..2 + ext + 4];
+            [m[0], m[1], m[2], m[3]]
+        });
+        let text = match first & 0x0f {
+            0x1 => {
+                self.in_text = true;
+                true
+            }
+            0x2 => {
+                self.in_text = false;
+                false
+            }
+            0x0 => self.in_text,
+            _ => false,
+        };
+        if !text {
+            out.extend_from_slice(&self.head);
+            self.head.clear();
+            self.state = if len == 0 {
+                WsState::Head
+            } else {
+                WsState::Pass(len)
+            };
+            return Ok(());
+        }
+        if first & 0x40 != 0 {
+            return Err("a compressed WebSocket text frame cannot be masked".into());
+        }
+        if len > MAX_MASKED_FRAME {
+            return Err(format!(
+                "a {len}-byte WebSocket text frame is larger than the {MAX_MASKED_FRAME} bytes Warden masks"
+            ));
+        }
+        self.head.clear();
+        self.state = WsState::Buffer {
+            first,
+            left: len,
+            mask,
+            buf: Vec::with_capacity(len as usize),
+        };
+        if len == 0 {
+            self.emit_buffered(out);
+        }
+        Ok(())
+    }
+
+    fn emit_buffered(&mut self, out: &mut Vec<u8>) {
+        let WsState::Buffer {
+            first,
+            mask,
+            mut buf,
+            ..
+        } = std::mem::replace(&mut self.state, WsState::Head)
+        else {
+            return;
+        };
+        if let Some(m) = mask {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b ^= m[i % 4];
+            }
+        }
+        let payload = self.masker.mask_bytes(&buf, &mut self.stats);
+        out.push(first);
+        let n = payload.len();
+        if n < 126 {
+            out.push(n as u8);
+        } else if n < 65536 {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&payload);
+    }
+}
+
+/// Copy `from` → `to` until EOF, then shut `to`'s write side. With `rewrite`, WebSocket
+/// text is masked on the way (see [`WsMasker`]); the frame counts and excerpt then
+/// describe what was sent.
 pub async fn pump<R, W>(
     mut from: R,
     mut to: W,
     mut ws: Option<WsFrames>,
+    mut rewrite: Option<&mut WsMasker>,
 ) -> (Direction, Option<String>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; 16 * 1024];
+    let mut masked = Vec::new();
     let mut d = Direction::default();
     let err = loop {
         let n = match from.read(&mut buf).await {
@@ -181,11 +352,21 @@ where
             Ok(n) => n,
             Err(e) => break Some(e.to_string()),
         };
+        let out: &[u8] = match rewrite.as_deref_mut() {
+            Some(r) => {
+                masked.clear();
+                if let Err(e) = r.feed(&buf[..n], &mut masked) {
+                    break Some(e);
+                }
+                &masked
+            }
+            None => &buf[..n],
+        };
         if let Some(w) = &mut ws {
-            w.feed(&buf[..n]);
+            w.feed(out);
         }
-        d.bytes += n as u64;
-        if let Err(e) = to.write_all(&buf[..n]).await {
+        d.bytes += out.len() as u64;
+        if let Err(e) = to.write_all(out).await {
             break Some(e.to_string());
         }
     };

@@ -67,3 +67,70 @@ proptest! {
         prop_assert_eq!((a.frames, a.text_messages, a.binary_messages), (b.frames, b.text_messages, b.binary_messages));
     }
 }
+
+fn masker() -> warden_masking::ConnectionMasker {
+    use warden_masking::*;
+    let config = MaskingConfig {
+        rules: vec![MaskRule {
+            connections: vec!["*".into()],
+            detectors: vec![DetectorName::CreditCard, DetectorName::Email],
+            operator: Operator::Partial,
+            fields: vec![],
+        }],
+        ..Default::default()
+    };
+    Masker::new(&config).unwrap().for_connection("x").unwrap()
+}
+
+fn ws_frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => f.push(m | n as u8),
+        n => {
+            f.push(m | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(k) => {
+            f.extend_from_slice(&k);
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ k[i % 4]));
+        }
+        None => f.extend_from_slice(payload),
+    }
+    f
+}
+
+proptest! {
+    #[test]
+    fn ws_masker_masks_text_in_any_chunking(
+        texts in prop::collection::vec("[a-z ]{0,40}", 1..6),
+        chunk in 1usize..50,
+        masked in any::<bool>(),
+    ) {
+        let email = "jane.doe@example.com";
+        let mut stream = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            let text = format!("{t} {email} {t}");
+            stream.extend(ws_frame(0x1, text.as_bytes(), masked.then_some([1, 2, 3, (i % 7) as u8])));
+            stream.extend(ws_frame(0x2, &[0xff, 0x00, 0x40], None));
+        }
+        let mut whole = Vec::new();
+        warden_http::tunnel::WsMasker::new(masker()).feed(&stream, &mut whole).unwrap();
+        let mut pieces = Vec::new();
+        let mut m = warden_http::tunnel::WsMasker::new(masker());
+        for c in stream.chunks(chunk) {
+            m.feed(c, &mut pieces).unwrap();
+        }
+        prop_assert_eq!(&whole, &pieces);
+        prop_assert_eq!(m.stats.per_detector.get("email").copied(), Some(texts.len() as u64));
+        // Every frame still parses, text no longer holds the address.
+        let mut f = WsFrames::new(1 << 20);
+        f.feed(&whole);
+        prop_assert_eq!(f.frames, 2 * texts.len() as u64);
+        prop_assert_eq!(f.text_messages, texts.len() as u64);
+        let text = String::from_utf8_lossy(&f.text.head).into_owned();
+        prop_assert!(!text.contains(email));
+    }
+}
