@@ -202,6 +202,10 @@ pub(crate) struct Engine {
     pub dets: Vec<DetInfo>,
     jwt: Option<usize>,
     pem: Option<usize>,
+    /// Built-in detectors only: scan through [`collect_candidates`].
+    prefilter: bool,
+    /// Per first byte: the patterns (bit = index in `pats`) that can start with it.
+    by_byte: Box<[u64; 256]>,
     pub tail: usize,
 }
 
@@ -268,12 +272,23 @@ impl Engine {
         }
         let jwt = out.iter().position(|p| p.kind == Kind::Jwt);
         let pem = out.iter().position(|p| p.kind == Kind::Pem);
+        let prefilter = out.len() <= 64 && out.iter().all(|p| p.kind != Kind::Custom);
+        let mut by_byte = Box::new([0u64; 256]);
+        for (b, mask) in by_byte.iter_mut().enumerate() {
+            for (i, p) in out.iter().enumerate().take(64) {
+                if can_start(p.kind, b as u8) {
+                    *mask |= 1 << i;
+                }
+            }
+        }
         Ok(Engine {
             multi,
             pats: out,
             dets,
             jwt,
             pem,
+            prefilter,
+            by_byte,
             tail,
         })
     }
@@ -289,17 +304,72 @@ impl Engine {
     pub(crate) fn scan(
         &self,
         hay: &[u8],
+        pos: usize,
+        is_final: bool,
+        on_hit: impl FnMut(Hit),
+    ) -> usize {
+        let limit = if is_final {
+            hay.len()
+        } else {
+            let soft = hay.len().saturating_sub(self.tail);
+            self.first_unresolved_marker(hay, pos, soft).min(soft)
+        };
+        if self.prefilter {
+            self.scan_candidates(hay, pos, is_final, limit, on_hit)
+        } else {
+            self.scan_dfa(hay, pos, is_final, limit, on_hit)
+        }
+    }
+
+    /// The decision at a position `s` where pattern `first` (the multi-pattern automaton's
+    /// leftmost-first choice) matched up to `end`: validate it; if rejected, let the other
+    /// patterns try the same position (anchored), in priority order.
+    fn decide(
+        &self,
+        hay: &[u8],
+        s: usize,
+        first: usize,
+        end: usize,
+        is_final: bool,
+    ) -> Option<(usize, Span)> {
+        if let Some(h) = validate(self.pats[first].kind, hay, s, end) {
+            return Some((first, h));
+        }
+        let b = hay[s];
+        for (i, p) in self.pats.iter().enumerate() {
+            if i == first || !can_start(p.kind, b) {
+                continue;
+            }
+            if let Some(e) = self.anchored_end(i, hay, s)
+                && (is_final || e + self.tail <= hay.len())
+                && let Some(h) = validate(p.kind, hay, s, e)
+            {
+                return Some((i, h));
+            }
+        }
+        None
+    }
+
+    fn report(&self, pid: usize, (ms, me, _): Span, on_hit: &mut impl FnMut(Hit)) {
+        on_hit(Hit {
+            kind: self.pats[pid].kind,
+            det: self.pats[pid].det,
+            mask_start: ms,
+            mask_end: me,
+        });
+    }
+
+    /// Reference path (and the one used with custom detectors, whose start bytes are
+    /// unknown): the unanchored multi-pattern automaton walks every byte.
+    fn scan_dfa(
+        &self,
+        hay: &[u8],
         mut pos: usize,
         is_final: bool,
+        limit: usize,
         mut on_hit: impl FnMut(Hit),
     ) -> usize {
         let len = hay.len();
-        let limit = if is_final {
-            len
-        } else {
-            let soft = len.saturating_sub(self.tail);
-            self.first_unresolved_marker(hay, pos, soft).min(soft)
-        };
         while pos < len {
             let Some(m) = self.multi.find(Input::new(hay).range(pos..)) else {
                 pos = pos.max(limit);
@@ -310,34 +380,10 @@ impl Engine {
                 pos = pos.max(s.min(limit));
                 break;
             }
-            let first = m.pattern().as_usize();
-            let mut hit = validate(self.pats[first].kind, hay, s, m.end());
-            let mut pid = first;
-            if hit.is_none() {
-                let b = hay[s];
-                for (i, p) in self.pats.iter().enumerate() {
-                    if i == first || !can_start(p.kind, b) {
-                        continue;
-                    }
-                    if let Some(e) = self.anchored_end(i, hay, s)
-                        && (is_final || e + self.tail <= len)
-                        && let Some(h) = validate(p.kind, hay, s, e)
-                    {
-                        hit = Some(h);
-                        pid = i;
-                        break;
-                    }
-                }
-            }
-            match hit {
-                Some((ms, me, resume)) => {
-                    on_hit(Hit {
-                        kind: self.pats[pid].kind,
-                        det: self.pats[pid].det,
-                        mask_start: ms,
-                        mask_end: me,
-                    });
-                    pos = resume.max(s + 1);
+            match self.decide(hay, s, m.pattern().as_usize(), m.end(), is_final) {
+                Some((pid, span)) => {
+                    self.report(pid, span, &mut on_hit);
+                    pos = span.2.max(s + 1);
                 }
                 None => {
                     pos = s + 1;
@@ -346,6 +392,89 @@ impl Engine {
                     }
                 }
             }
+        }
+        pos.min(len)
+    }
+
+    /// Built-in detectors only: a byte-level pass ([`collect_candidates`]) lists every
+    /// position where some built-in pattern could start (a superset, never fewer); at each
+    /// one the patterns whose cheap shape check ([`may_start`]) passes run anchored, in
+    /// priority order. Same decisions as [`Self::scan_dfa`]: that one stops exactly at the
+    /// positions where a pattern matches (all candidates here, visited in the same order),
+    /// takes the first pattern in priority order that matches there (leftmost-first), and
+    /// on rejection tries the others at the same position.
+    fn scan_candidates(
+        &self,
+        hay: &[u8],
+        mut pos: usize,
+        is_final: bool,
+        limit: usize,
+        mut on_hit: impl FnMut(Hit),
+    ) -> usize {
+        let len = hay.len();
+        let mut cands = SCRATCH.take();
+        cands.clear();
+        let from = pos;
+        let mut cur = Cursor { i: pos, v6_done: 0 };
+        let mut stopped = false;
+        'segments: loop {
+            let stop = cur.i.saturating_add(SEGMENT);
+            collect_candidates(hay, from, &mut cur, stop, &mut cands);
+            let done = cur.i >= len;
+            let horizon = if done {
+                usize::MAX
+            } else {
+                horizon(hay, cur.i)
+            };
+            cands.sort_unstable();
+            cands.dedup();
+            let ready = cands.partition_point(|&s| s < horizon);
+            for &s in &cands[..ready] {
+                if s < pos {
+                    continue;
+                }
+                if s >= limit {
+                    break 'segments;
+                }
+                let mut first = true;
+                let mut pats = self.by_byte[hay[s] as usize];
+                while pats != 0 {
+                    let i = pats.trailing_zeros() as usize;
+                    pats &= pats - 1;
+                    let p = &self.pats[i];
+                    if !may_start(p.kind, hay, s) {
+                        continue;
+                    }
+                    let Some(e) = self.anchored_end(i, hay, s) else {
+                        continue;
+                    };
+                    if !is_final && e + self.tail > len {
+                        if first {
+                            // What matches here could still change with more input.
+                            pos = pos.max(s);
+                            stopped = true;
+                            break 'segments;
+                        }
+                        continue;
+                    }
+                    first = false;
+                    if let Some(span) = validate(p.kind, hay, s, e) {
+                        self.report(i, span, &mut on_hit);
+                        pos = span.2.max(s + 1);
+                        break;
+                    }
+                }
+            }
+            cands.drain(..ready);
+            if done || pos >= limit {
+                break;
+            }
+        }
+        if !stopped {
+            pos = pos.max(limit);
+        }
+        if cands.capacity() <= 1 << 16 {
+            SCRATCH.set(cands);
         }
         pos.min(len)
     }
@@ -386,6 +515,474 @@ impl Engine {
         }
         best
     }
+}
+
+thread_local! {
+    /// Candidate positions, reused across scans on a thread (no allocation per call).
+    static SCRATCH: std::cell::Cell<Vec<usize>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// ASCII word byte, as `\b` sees it in the built-in patterns (`unicode(false)`).
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// `\b` at `s` (between `s - 1` and `s`).
+fn boundary(hay: &[u8], s: usize) -> bool {
+    let before = s > 0 && is_word(hay[s - 1]);
+    let after = s < hay.len() && is_word(hay[s]);
+    before != after
+}
+
+const T_START: u8 = 1;
+const T_UNDERSCORE: u8 = 2;
+const T_OTHER: u8 = 3;
+
+/// Byte classes for [`collect_candidates`]: digits and upper-case letters (they start
+/// word-initial patterns), `_` (`ghp_`, `github_pat_`), and the non-word bytes that start
+/// or anchor a match (`@ = : + ( -`). Everything else (lower-case letters, blanks, most
+/// punctuation, non-ASCII) is skipped by a tight loop.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_digit() || c.is_ascii_uppercase() {
+            t[b] = T_START;
+        }
+        b += 1;
+    }
+    t[b'_' as usize] = T_UNDERSCORE;
+    t[b'@' as usize] = T_OTHER;
+    t[b'=' as usize] = T_OTHER;
+    t[b':' as usize] = T_OTHER;
+    t[b'+' as usize] = T_OTHER;
+    t[b'(' as usize] = T_OTHER;
+    t[b'-' as usize] = T_OTHER;
+    t
+};
+
+/// Pushes onto `out` every position `>= from` where a built-in pattern could start (not
+/// sorted, may repeat). Each rule below is a necessary condition of one pattern family,
+/// so a position missing here is one where no built-in pattern matches:
+/// - digit / upper-case starts need a `\b` (a word's first byte): ≥ 9 digits in a run with
+///   single ` .-` separators or the `d.d.d.d` shape (card, SSN, NANP phone, IPv4),
+///   `[A-Z]{2}[0-9]{2}` (IBAN), `AKIA`/`ASIA`;
+/// - lower-case token prefixes are found by a later byte: `eyJ` by `J`, `gh?_` and
+///   `github_pat_` by `_`, `xox?-` and `sk-` by `-`, each needing a `\b` at its start;
+/// - e-mail local parts end at an `@`, `password=`-style keys end before `=`/`:`, URL
+///   schemes before `://`, IPv6 addresses lie in a hex/colon run with `::` or 7 colons;
+/// - `+` (international phone), `(` (NANP phone), `-----BEGIN` (PEM) start the match.
+fn collect_candidates(
+    hay: &[u8],
+    from: usize,
+    cur: &mut Cursor,
+    stop: usize,
+    out: &mut Vec<usize>,
+) {
+    let len = hay.len();
+    let mut i = cur.i;
+    let mut v6_done = cur.v6_done;
+    // A token prefix found by a later byte: its start needs a `\b`.
+    let back = |s: usize, out: &mut Vec<usize>| {
+        if s >= from && boundary(hay, s) {
+            out.push(s);
+        }
+    };
+    loop {
+        // Eight bytes at a time while none is in `(..=_` (a superset of the trigger bytes).
+        while i + 8 <= len {
+            let m = bytes_in_28_5f(u64::from_le_bytes(hay[i..i + 8].try_into().unwrap()));
+            if m != 0 {
+                i += (m.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+        if i + 8 > len {
+            while i < len && CLASS[hay[i] as usize] == 0 {
+                i += 1;
+            }
+        }
+        if i >= len || i >= stop {
+            break;
+        }
+        if CLASS[hay[i] as usize] == 0 {
+            i += 1;
+            continue;
+        }
+        let b = hay[i];
+        match CLASS[b as usize] {
+            T_START => {
+                if i == 0 || !is_word(hay[i - 1]) {
+                    word_start(hay, i, out);
+                } else if b == b'J' && i >= 2 && &hay[i - 2..i] == b"ey" {
+                    back(i - 2, out);
+                }
+                i += 1;
+                while i < len && CLASS[hay[i] as usize] == T_START {
+                    i += 1;
+                }
+                continue;
+            }
+            T_UNDERSCORE => {
+                if i >= 3
+                    && hay[i - 3] == b'g'
+                    && hay[i - 2] == b'h'
+                    && b"pousr".contains(&hay[i - 1])
+                {
+                    back(i - 3, out);
+                }
+                if i >= 6 && &hay[i - 6..i] == b"github" && hay[i..].starts_with(b"_pat_") {
+                    back(i - 6, out);
+                }
+            }
+            _ => match b {
+                b'@' => email_starts(hay, i, from, out),
+                b'=' => key_starts(hay, i, from, out),
+                b':' => {
+                    key_starts(hay, i, from, out);
+                    if hay[i + 1..].starts_with(b"//") {
+                        scheme_starts(hay, i, from, out);
+                    }
+                    if i >= v6_done {
+                        v6_done = ipv6_starts(hay, i, from, out);
+                    }
+                }
+                b'+' if matches!(hay.get(i + 1), Some(b'1'..=b'9')) => out.push(i),
+                b'(' if hay.len() > i + 4
+                    && hay[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+                    && hay[i + 4] == b')' =>
+                {
+                    out.push(i)
+                }
+                b'-' => {
+                    if hay[i..].starts_with(b"-----BEGIN") {
+                        out.push(i);
+                    }
+                    if i >= 2 && &hay[i - 2..i] == b"sk" {
+                        back(i - 2, out);
+                    }
+                    if i >= 4 && &hay[i - 4..i - 1] == b"xox" && b"baprs".contains(&hay[i - 1]) {
+                        back(i - 4, out);
+                    }
+                }
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    *cur = Cursor { i, v6_done };
+}
+
+/// Where [`collect_candidates`] stopped: the next byte to look at, and the end of the last
+/// hex/colon run already examined for IPv6.
+struct Cursor {
+    i: usize,
+    v6_done: usize,
+}
+
+/// Triggers are collected a segment at a time so the candidate list stays small.
+const SEGMENT: usize = 16 * 1024;
+
+/// Lowest start a trigger at or after `b` can produce: e-mail local parts reach 64 bytes
+/// back, `password` keys 13 bytes before the blank run ending at `b`, IPv6 addresses back
+/// to the start of the hex/colon run around `b`. Runs longer than 4 KiB give 0 (decide
+/// nothing yet; the candidates wait for the next segment).
+fn horizon(hay: &[u8], b: usize) -> usize {
+    let lim = b.saturating_sub(4096);
+    let mut w = b;
+    while w > lim && matches!(hay[w - 1], b' ' | b'\t') {
+        w -= 1;
+    }
+    let mut r = b;
+    while r > lim && (hay[r - 1].is_ascii_hexdigit() || hay[r - 1] == b':') {
+        r -= 1;
+    }
+    if (w == lim || r == lim) && lim > 0 {
+        return 0;
+    }
+    b.saturating_sub(64).min(w.saturating_sub(14)).min(r)
+}
+
+/// High bit set in each byte of `x` whose value is in `0x28..=0x5F` (`(` to `_`: digits,
+/// upper case, `@ = : + ( - _` and a few other punctuation bytes); exact per byte (no
+/// carries between bytes), bytes ≥ 0x80 never flagged.
+#[inline]
+fn bytes_in_28_5f(x: u64) -> u64 {
+    const L: u64 = 0x0101_0101_0101_0101;
+    const H: u64 = 0x8080_8080_8080_8080;
+    let low7 = x & (L * 127);
+    // (127 + n - low7) keeps the high bit iff low7 < n; (low7 + 127 - m) sets it iff low7 > m.
+    (L * (127 + 0x60) - low7) & !x & (low7 + L * (127 - 0x27)) & H
+}
+
+/// Word-initial patterns starting with a digit or an upper-case letter at `r`.
+fn word_start(hay: &[u8], r: usize, out: &mut Vec<usize>) {
+    let w = &hay[r..];
+    let hit = if w[0].is_ascii_digit() {
+        // Fast reject: fewer than 9 leading digits and no ` .-` right after them.
+        let d = w.iter().take(9).take_while(|b| b.is_ascii_digit()).count();
+        (d >= 9 || matches!(w.get(d), Some(b' ' | b'-' | b'.')))
+            && (card_shape(w) || ssn_shape(w) || nanp_shape(w) || ipv4_shape(w))
+    } else {
+        (w.len() >= 4
+            && w[1].is_ascii_uppercase()
+            && w[2].is_ascii_digit()
+            && w[3].is_ascii_digit())
+            || w.starts_with(b"AKIA")
+            || w.starts_with(b"ASIA")
+    };
+    if hit {
+        out.push(r);
+    }
+}
+
+/// Card: ≥ 12 digits in the run starting at `w[0]`, single ` ` or `-` between digits.
+fn card_shape(w: &[u8]) -> bool {
+    let (mut n, mut i) = (0, 0);
+    while n < 12 {
+        if i < w.len() && w[i].is_ascii_digit() {
+            n += 1;
+            i += 1;
+        } else if i > 0
+            && i + 1 < w.len()
+            && matches!(w[i], b' ' | b'-')
+            && w[i + 1].is_ascii_digit()
+        {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    n >= 12
+}
+
+fn digits(w: &[u8], r: std::ops::Range<usize>) -> bool {
+    w.len() >= r.end && w[r].iter().all(u8::is_ascii_digit)
+}
+
+/// SSN: `ddd-dd-dddd`, `ddd dd dddd` or nine digits.
+fn ssn_shape(w: &[u8]) -> bool {
+    digits(w, 0..9)
+        || (digits(w, 0..3)
+            && digits(w, 4..6)
+            && digits(w, 7..11)
+            && ((w[3] == b'-' && w[6] == b'-') || (w[3] == b' ' && w[6] == b' ')))
+}
+
+/// NANP phone without parentheses: `ddd[.-]ddd[ .-]dddd`.
+fn nanp_shape(w: &[u8]) -> bool {
+    digits(w, 0..3)
+        && digits(w, 4..7)
+        && digits(w, 8..12)
+        && matches!(w[3], b'.' | b'-')
+        && matches!(w[7], b' ' | b'.' | b'-')
+}
+
+/// `[0-9]{1,3}` `.` three times then a digit.
+fn ipv4_shape(w: &[u8]) -> bool {
+    let mut i = 0;
+    for group in 0..4 {
+        let st = i;
+        while i < w.len() && i - st < 3 && w[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == st {
+            return false;
+        }
+        if group < 3 {
+            if w.get(i) != Some(&b'.') {
+                return false;
+            }
+            i += 1;
+        }
+    }
+    true
+}
+
+fn is_local(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
+}
+
+/// E-mail starts for the `@` at `at`: `\b` positions in the ≤ 64 local-part bytes before it.
+fn email_starts(hay: &[u8], at: usize, from: usize, out: &mut Vec<usize>) {
+    if !hay
+        .get(at + 1)
+        .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'-')
+    {
+        return;
+    }
+    let lo = at.saturating_sub(64).max(from);
+    let mut k = at;
+    while k > lo && is_local(hay[k - 1]) {
+        k -= 1;
+    }
+    out.extend((k..at).filter(|&s| boundary(hay, s)));
+}
+
+/// Keys of `password=`-style pairs: `(?i:password|passwd|pwd|secret|api[_-]?key|
+/// access[_-]?token|auth[_-]?token)` spelled out.
+const KEYS: [&[u8]; 13] = [
+    b"password",
+    b"passwd",
+    b"pwd",
+    b"secret",
+    b"apikey",
+    b"api_key",
+    b"api-key",
+    b"accesstoken",
+    b"access_token",
+    b"access-token",
+    b"authtoken",
+    b"auth_token",
+    b"auth-token",
+];
+
+/// Key-value secret keys (case-insensitive, no `\b`) ending before the `=`/`:` at `sep`
+/// (after optional blanks and one quote).
+fn key_starts(hay: &[u8], sep: usize, from: usize, out: &mut Vec<usize>) {
+    let mut j = sep;
+    while j > 0 && matches!(hay[j - 1], b' ' | b'\t') {
+        j -= 1;
+    }
+    if j > 0 && matches!(hay[j - 1], b'"' | b'\'') {
+        j -= 1;
+    }
+    if j < 3 || !matches!(hay[j - 1] | 0x20, b'd' | b't' | b'y' | b'n') {
+        return;
+    }
+    for k in KEYS {
+        if j >= k.len() + from && hay[j - k.len()..j].eq_ignore_ascii_case(k) {
+            out.push(j - k.len());
+        }
+    }
+}
+
+/// URL scheme starts (`[A-Za-z][A-Za-z0-9+.-]{1,30}` at a `\b`) before the `://` at `c`.
+fn scheme_starts(hay: &[u8], c: usize, from: usize, out: &mut Vec<usize>) {
+    let lo = c.saturating_sub(31).max(from);
+    let mut k = c;
+    while k > lo && (hay[k - 1].is_ascii_alphanumeric() || b"+.-".contains(&hay[k - 1])) {
+        k -= 1;
+    }
+    out.extend(
+        (k..c.saturating_sub(1))
+            .filter(|&s| hay[s].is_ascii_alphabetic() && (s == 0 || !is_word(hay[s - 1]))),
+    );
+}
+
+/// IPv6 starts in the hex/colon run around the `:` at `c`, when that run holds `::` or
+/// at least 7 colons. Returns the run's end (later colons of the run are done).
+fn ipv6_starts(hay: &[u8], c: usize, from: usize, out: &mut Vec<usize>) -> usize {
+    let hexcolon = |b: u8| b.is_ascii_hexdigit() || b == b':';
+    let mut r = c;
+    while r > 0 && hexcolon(hay[r - 1]) {
+        r -= 1;
+    }
+    let mut t = c + 1;
+    while t < hay.len() && hexcolon(hay[t]) {
+        t += 1;
+    }
+    let run = &hay[r..t];
+    let colons = run.iter().filter(|b| **b == b':').count();
+    if colons >= 7 || run.windows(2).any(|w| w == b"::") {
+        out.extend((r.max(from)..t).filter(|&s| hay[s] == b':' || boundary(hay, s)));
+    }
+    t
+}
+
+/// Cheap necessary condition for `kind`'s pattern to match anchored at `s` (false means
+/// it cannot; true means the automaton has to decide).
+fn may_start(kind: Kind, hay: &[u8], s: usize) -> bool {
+    let w = &hay[s..];
+    match kind {
+        Kind::Pem => w.starts_with(b"-----BEGIN"),
+        Kind::Jwt => w.starts_with(b"eyJ") && boundary(hay, s),
+        Kind::UrlPassword => {
+            if !w[0].is_ascii_alphabetic() || !boundary(hay, s) {
+                return false;
+            }
+            let n = w
+                .iter()
+                .take(32)
+                .take_while(|b| b.is_ascii_alphanumeric() || b"+.-".contains(b))
+                .count();
+            (2..=31).contains(&n) && w[n..].starts_with(b"://")
+        }
+        Kind::KvPassword => key_at(w),
+        Kind::Aws => (w.starts_with(b"AKIA") || w.starts_with(b"ASIA")) && boundary(hay, s),
+        Kind::GitHub => {
+            ((w.len() >= 4
+                && w[0] == b'g'
+                && w[1] == b'h'
+                && b"pousr".contains(&w[2])
+                && w[3] == b'_')
+                || w.starts_with(b"github_pat_"))
+                && boundary(hay, s)
+        }
+        Kind::Slack => {
+            w.len() >= 5
+                && w.starts_with(b"xox")
+                && b"baprs".contains(&w[3])
+                && w[4] == b'-'
+                && boundary(hay, s)
+        }
+        Kind::OpenAi => w.starts_with(b"sk-") && boundary(hay, s),
+        Kind::Email => {
+            let n = w.iter().take(65).take_while(|b| is_local(**b)).count();
+            (1..=64).contains(&n) && w.get(n) == Some(&b'@') && boundary(hay, s)
+        }
+        Kind::Iban => {
+            w.len() >= 4
+                && w[0].is_ascii_uppercase()
+                && w[1].is_ascii_uppercase()
+                && w[2].is_ascii_digit()
+                && w[3].is_ascii_digit()
+                && boundary(hay, s)
+        }
+        Kind::Card => card_shape(w) && boundary(hay, s),
+        Kind::Ssn => ssn_shape(w) && boundary(hay, s),
+        Kind::PhoneIntl => w.len() >= 2 && w[0] == b'+' && matches!(w[1], b'1'..=b'9'),
+        Kind::PhoneNanp => {
+            (w.len() >= 5 && w[0] == b'(' && digits(w, 1..4) && w[4] == b')')
+                || (nanp_shape(w) && boundary(hay, s))
+        }
+        Kind::Ipv6 => {
+            if !(w[0] == b':' || (w[0].is_ascii_hexdigit() && boundary(hay, s))) {
+                return false;
+            }
+            let run = w
+                .iter()
+                .take_while(|b| b.is_ascii_hexdigit() || **b == b':')
+                .count();
+            let run = &w[..run];
+            run.iter().filter(|b| **b == b':').count() >= 7 || run.windows(2).any(|p| p == b"::")
+        }
+        Kind::Ipv4 => ipv4_shape(w) && boundary(hay, s),
+        Kind::Custom => true,
+    }
+}
+
+/// A `password`-style key at the start of `w`, then an optional quote, blanks and `=`/`:`
+/// (ASCII case-insensitive).
+fn key_at(w: &[u8]) -> bool {
+    if !matches!(w.first().map(|b| b | 0x20), Some(b'p' | b's' | b'a')) {
+        return false;
+    }
+    KEYS.iter().any(|k| {
+        if w.len() <= k.len() || !w[..k.len()].eq_ignore_ascii_case(k) {
+            return false;
+        }
+        let mut i = k.len();
+        if matches!(w.get(i), Some(b'"' | b'\'')) {
+            i += 1;
+        }
+        while matches!(w.get(i), Some(b' ' | b'\t')) {
+            i += 1;
+        }
+        matches!(w.get(i), Some(b'=' | b':'))
+    })
 }
 
 fn is_jwt_byte(b: u8) -> bool {
@@ -469,13 +1066,16 @@ fn validate(kind: Kind, hay: &[u8], s: usize, e: usize) -> Option<Span> {
             let want = iban_len(&m[..2])?;
             let mut n = 0;
             let mut end = None;
-            let mut chars = Vec::with_capacity(want);
+            let mut chars = [0u8; 34];
             for (i, b) in m.iter().enumerate() {
                 if *b == b' ' {
                     continue;
                 }
+                if n == chars.len() {
+                    return None;
+                }
+                chars[n] = *b;
                 n += 1;
-                chars.push(*b);
                 if n == want {
                     end = Some(i + 1);
                     break;
@@ -485,16 +1085,20 @@ fn validate(kind: Kind, hay: &[u8], s: usize, e: usize) -> Option<Span> {
             if end < m.len() && m[end] != b' ' {
                 return None;
             }
-            iban_mod97(&chars).then_some((s, s + end, s + end))
+            iban_mod97(&chars[..n]).then_some((s, s + end, s + end))
         }
         Kind::Card => {
             for end in group_ends(hay, s, e) {
-                let digits: Vec<u8> = hay[s..end]
-                    .iter()
-                    .copied()
-                    .filter(u8::is_ascii_digit)
-                    .collect();
-                if (12..=19).contains(&digits.len()) && card_issuer_ok(&digits) && luhn(&digits) {
+                let (mut digits, mut n) = ([0u8; 19], 0);
+                for b in hay[s..end].iter().filter(|b| b.is_ascii_digit()) {
+                    if n == digits.len() {
+                        n += 1;
+                        break;
+                    }
+                    digits[n] = *b;
+                    n += 1;
+                }
+                if (12..=19).contains(&n) && card_issuer_ok(&digits[..n]) && luhn(&digits[..n]) {
                     return Some((s, end, end));
                 }
             }
@@ -505,7 +1109,17 @@ fn validate(kind: Kind, hay: &[u8], s: usize, e: usize) -> Option<Span> {
             if dash_chain(hay, s, e) {
                 return None;
             }
-            let digits: Vec<u8> = m.iter().copied().filter(u8::is_ascii_digit).collect();
+            let (mut digits, mut n) = ([0u8; 9], 0);
+            for b in m.iter().filter(|b| b.is_ascii_digit()) {
+                if n == digits.len() {
+                    return None;
+                }
+                digits[n] = *b;
+                n += 1;
+            }
+            if n < 9 {
+                return None;
+            }
             if m.len() == 9 && !ssn_context(hay, s) {
                 return None;
             }
@@ -589,12 +1203,15 @@ fn validate(kind: Kind, hay: &[u8], s: usize, e: usize) -> Option<Span> {
 /// `password= pwd=x`: the "value" is the next pair (e.g. after the `null` operator emptied
 /// the first one); leave it to its own match.
 fn looks_like_key(v: &[u8]) -> bool {
-    let l = v.to_ascii_lowercase();
     [
         "password", "passwd", "pwd", "secret", "api", "access", "auth",
     ]
     .iter()
-    .any(|k| l.starts_with(k.as_bytes()) && l[k.len()..].iter().any(|b| *b == b'=' || *b == b':'))
+    .any(|k| {
+        v.len() >= k.len()
+            && v[..k.len()].eq_ignore_ascii_case(k.as_bytes())
+            && v[k.len()..].iter().any(|b| *b == b'=' || *b == b':')
+    })
 }
 
 fn is_placeholder(v: &[u8]) -> bool {
@@ -602,12 +1219,10 @@ fn is_placeholder(v: &[u8]) -> bool {
 }
 
 /// Candidate ends inside `s..e`, longest first: after a digit not followed by a digit.
-fn group_ends(hay: &[u8], s: usize, e: usize) -> Vec<usize> {
-    let mut ends: Vec<usize> = (s + 1..=e)
+fn group_ends(hay: &[u8], s: usize, e: usize) -> impl Iterator<Item = usize> + '_ {
+    (s + 1..=e)
+        .rev()
         .filter(|&p| hay[p - 1].is_ascii_digit() && (p == hay.len() || !hay[p].is_ascii_digit()))
-        .collect();
-    ends.reverse();
-    ends
 }
 
 /// `X-123-45-6789` / `123-45-6789-X`: part of a longer dash-separated identifier.
@@ -617,8 +1232,7 @@ fn dash_chain(hay: &[u8], s: usize, e: usize) -> bool {
 }
 
 fn ssn_context(hay: &[u8], s: usize) -> bool {
-    let from = s.saturating_sub(32);
-    let before = hay[from..s].to_ascii_lowercase();
+    let before = &hay[s.saturating_sub(32)..s];
     [
         &b"ssn"[..],
         b"social security",
@@ -627,7 +1241,7 @@ fn ssn_context(hay: &[u8], s: usize) -> bool {
         b"soc. sec",
     ]
     .iter()
-    .any(|k| memmem::find(&before, k).is_some())
+    .any(|k| before.windows(k.len()).any(|w| w.eq_ignore_ascii_case(k)))
 }
 
 pub(crate) fn luhn(digits: &[u8]) -> bool {
@@ -778,4 +1392,208 @@ fn valid_jwt(tok: &[u8]) -> bool {
         return false;
     };
     matches!(serde_json::from_slice::<serde_json::Value>(&header), Ok(serde_json::Value::Object(m)) if m.contains_key("alg"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DetectorName, Operator};
+    use proptest::prelude::*;
+
+    fn engine() -> Engine {
+        let dets: Vec<_> = DetectorName::BUILTIN
+            .iter()
+            .map(|d| (d.clone(), Operator::Partial))
+            .collect();
+        Engine::new(&dets, &[]).unwrap()
+    }
+
+    type Found = (Vec<(usize, usize, usize)>, usize);
+
+    fn both(e: &Engine, hay: &[u8], pos: usize, is_final: bool) -> (Found, Found) {
+        let limit = if is_final {
+            hay.len()
+        } else {
+            let soft = hay.len().saturating_sub(e.tail);
+            e.first_unresolved_marker(hay, pos, soft).min(soft)
+        };
+        let mut a = Vec::new();
+        let ra = e.scan_dfa(hay, pos, is_final, limit, |h| {
+            a.push((h.det, h.mask_start, h.mask_end))
+        });
+        let mut b = Vec::new();
+        let rb = e.scan_candidates(hay, pos, is_final, limit, |h| {
+            b.push((h.det, h.mask_start, h.mask_end))
+        });
+        ((a, ra), (b, rb))
+    }
+
+    /// Fragments that start, end, or almost make up a match of every built-in pattern.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "4111 1111 1111 1111",
+                "4111-1111-1111-1111",
+                "378282246310005",
+                "123-45-6789",
+                "123 45 6789",
+                "ssn 123456789",
+                "DE89 3704 0044 0532 0130 00",
+                "DE89370400440532013000",
+                "GB82WEST12345698765432",
+                "+44 20 7946 0958",
+                "+1 (555) 123-4567",
+                "(555) 123-4567",
+                "555.123.4567",
+                "212-555-0199",
+                "10.0.0.1",
+                "192.168.1.254",
+                "2001:db8::1:2",
+                "fe80::1",
+                "::1",
+                "1:2:3:4:5:6:7:8",
+                "std::vector",
+                "AKIAIOSFODNN7EXAMPLE",
+                "ASIA",
+                "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+                "github_pat_11ABCDEFG0123456789_abcdefgh",
+                "xoxb-1234567890-abcdef",
+                "sk-proj-abcdefghij0123456789XYZ",
+                "sk-learn",
+                "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+                "eyJ",
+                "password=hunter2",
+                "db_PASSWORD: \"x\"",
+                "api-key = k3y",
+                "Auth_Token:'t0k'",
+                "pwd=",
+                "secret",
+                "postgres://u:p4ss@h/db",
+                "git+ssh://user:pw@host",
+                "https://example.com/x",
+                "jane.doe@example.com",
+                "a+b@c.de",
+                ".x@y.org",
+                "@handle",
+                "user@localhost",
+                "-----BEGIN RSA PRIVATE KEY-----\nQUJD\n-----END RSA PRIVATE KEY-----",
+                "-----BEGIN PRIVATE KEY-----",
+                "2026-11-27T10:15:30.123Z",
+                "v1.2.3.4",
+                "550e8400-e29b-41d4-a716-446655440000",
+                "ORD-2026-000123",
+                "INV-123-45-6789",
+                "00:1A:2B:3C:4D:5E",
+                "é",
+                "ü@x.de",
+                "\t",
+                "\n",
+                " ",
+                "_",
+                "-",
+                ".",
+                ":",
+                "=",
+                "@",
+                "+",
+                "(",
+                ")",
+                "'",
+                "\"",
+                "/",
+            ])
+            .prop_map(String::from),
+            "[0-9 .:@+()=_-]{1,16}",
+            "[a-fA-F0-9:]{1,12}",
+            "[A-Za-z0-9]{1,8}",
+            "\\PC{0,3}",
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop::collection::vec(piece(), 0..16).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn candidates_scan_equals_full_automaton(s in text(), cut in 0usize..400) {
+            let e = engine();
+            let hay = s.as_bytes();
+            let pos = cut.min(hay.len());
+            for (p, fin) in [(0, true), (pos, true), (0, false), (pos, false)] {
+                let (a, b) = both(&e, hay, p, fin);
+                prop_assert_eq!(a, b, "pos {} final {} in {:?}", p, fin, s);
+            }
+        }
+
+        #[test]
+        fn candidates_scan_equals_on_arbitrary_bytes(hay in prop::collection::vec(any::<u8>(), 0..300)) {
+            let e = engine();
+            let (a, b) = both(&e, &hay, 0, true);
+            prop_assert_eq!(a, b);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+
+        #[test]
+        fn candidates_scan_equals_across_segments(
+            parts in prop::collection::vec((text(), 0usize..6000, prop::sample::select(vec![" ", "\t", "a", "0", ":", "f:", "é"])), 1..12),
+        ) {
+            // Long runs of blanks / hex / colons straddle the segment boundaries.
+            let mut s = String::new();
+            while s.len() < 3 * SEGMENT {
+                for (t, n, fill) in &parts {
+                    s.push_str(t);
+                    s.push_str(&fill.repeat(*n / fill.len()));
+                    s.push_str("password");
+                }
+            }
+            let e = engine();
+            let hay = s.as_bytes();
+            let (a, b) = both(&e, hay, 0, true);
+            prop_assert_eq!(a, b);
+            let (a, b) = both(&e, hay, SEGMENT - 7, false);
+            prop_assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn swar_range_is_exact() {
+        for b in 0..=255u8 {
+            for lane in 0..8 {
+                for fill in [0u8, b'a', b' ', 0xFF, b'(', b'_', b'Z', 0x27, 0x60] {
+                    let mut w = [fill; 8];
+                    w[lane] = b;
+                    let m = bytes_in_28_5f(u64::from_le_bytes(w));
+                    for (k, x) in w.iter().enumerate() {
+                        let flagged = m & (0x80 << (8 * k)) != 0;
+                        assert_eq!(flagged, (0x28..=0x5F).contains(x), "{w:?} lane {k}");
+                    }
+                }
+            }
+        }
+        for b in 0..=255u8 {
+            assert!(CLASS[b as usize] == 0 || (0x28..=0x5F).contains(&b), "{b}");
+        }
+    }
+
+    #[test]
+    fn candidates_scan_equals_on_corpus() {
+        let e = engine();
+        let corpus = include_str!("../corpus/corpus.jsonl");
+        for line in corpus.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = v["text"].as_str().unwrap().as_bytes();
+            let (a, b) = both(&e, text, 0, true);
+            assert_eq!(a, b, "{:?}", String::from_utf8_lossy(text));
+        }
+        let all = corpus.as_bytes();
+        let (a, b) = both(&e, all, 0, true);
+        assert_eq!(a, b);
+        assert!(a.0.len() > 700);
+    }
 }

@@ -78,7 +78,12 @@ pub struct MaskStats {
 impl MaskStats {
     /// Adds one masked value under `name`.
     pub fn add(&mut self, name: &str) {
-        *self.per_detector.entry(name.to_string()).or_insert(0) += 1;
+        match self.per_detector.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                self.per_detector.insert(name.to_string(), 1);
+            }
+        }
     }
     /// Total masked values.
     pub fn total(&self) -> u64 {
@@ -174,14 +179,12 @@ impl Policy {
         let Some(engine) = &self.engine else {
             return Cow::Borrowed(b);
         };
-        let mut hits = Vec::new();
-        engine.scan(b, 0, true, |h| hits.push(h));
-        if hits.is_empty() {
-            return Cow::Borrowed(b);
-        }
-        let mut out = Vec::with_capacity(b.len() + 16);
+        // The output is only allocated at the first detection: text without one costs no
+        // allocation at all.
+        let mut out: Option<Vec<u8>> = None;
         let mut emitted = 0;
-        for h in hits {
+        engine.scan(b, 0, true, |h| {
+            let out = out.get_or_insert_with(|| Vec::with_capacity(b.len() + 16));
             out.extend_from_slice(&b[emitted..h.mask_start]);
             let d = &engine.dets[h.det];
             ops::render_match(
@@ -190,13 +193,18 @@ impl Policy {
                 d.op,
                 &b[h.mask_start..h.mask_end],
                 &self.key,
-                &mut out,
+                out,
             );
             stats.add(&d.name);
             emitted = h.mask_end;
+        });
+        match out {
+            None => Cow::Borrowed(b),
+            Some(mut out) => {
+                out.extend_from_slice(&b[emitted..]);
+                Cow::Owned(out)
+            }
         }
-        out.extend_from_slice(&b[emitted..]);
-        Cow::Owned(out)
     }
 }
 
