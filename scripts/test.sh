@@ -25,5 +25,9 @@ if [ ! -x .venv/bin/pytest ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
-step "end-to-end tests (real PostgreSQL, psql, psycopg, tokio-postgres)"
-WARDEN_BIN="$PWD/target/debug/warden" .venv/bin/pytest -q -p no:cacheprovider tests/e2e
+step "end-to-end tests (real PostgreSQL and HTTP servers; psql, psycopg, tokio-postgres, curl, httpx, openai)"
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+WARDEN_BIN="$target/debug/warden" \
+PG_PROBE_BIN="$target/debug/examples/pg_probe" \
+JWT_MINT_BIN="$target/debug/examples/jwt_mint" \
+  .venv/bin/pytest -q -p no:cacheprovider tests/e2e
