@@ -271,6 +271,24 @@ pub async fn handle_connection(
     registry.unregister(pid);
 }
 
+/// A malformed first packet: recorded as `protocol.error`, answered `08P01`.
+async fn refuse_startup(stream: &mut Stream, pipeline: &Pipeline, client: &str, what: &str) {
+    pipeline.record_protocol_error(
+        None,
+        None,
+        "postgres",
+        client,
+        &format!("bad startup packet: {what}"),
+    );
+    send_fatal(
+        stream,
+        "08P01",
+        &format!("invalid startup packet: {what}"),
+        None,
+    )
+    .await;
+}
+
 /// SSLRequest / GSSENCRequest / CancelRequest handling up to the StartupMessage.
 async fn negotiate(
     mut stream: Stream,
@@ -286,20 +304,7 @@ async fn negotiate(
             Ok(Some(p)) => p,
             Ok(None) => return None,
             Err(e) => {
-                pipeline.record_protocol_error(
-                    None,
-                    None,
-                    "postgres",
-                    client,
-                    &format!("bad startup packet: {e}"),
-                );
-                send_fatal(
-                    &mut stream,
-                    "08P01",
-                    &format!("invalid startup packet: {e}"),
-                    None,
-                )
-                .await;
+                refuse_startup(&mut stream, pipeline, client, &e.to_string()).await;
                 return None;
             }
         };
@@ -353,20 +358,7 @@ async fn negotiate(
             }
             Ok(FirstPacket::Startup(s)) => return Some((stream, buf, s)),
             Err(e) => {
-                pipeline.record_protocol_error(
-                    None,
-                    None,
-                    "postgres",
-                    client,
-                    &format!("bad startup packet: {e}"),
-                );
-                send_fatal(
-                    &mut stream,
-                    "08P01",
-                    &format!("invalid startup packet: {e}"),
-                    None,
-                )
-                .await;
+                refuse_startup(&mut stream, pipeline, client, &e.to_string()).await;
                 return None;
             }
         }
