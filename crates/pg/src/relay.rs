@@ -951,7 +951,9 @@ async fn upstream_to_client(
                                     rs.columns.iter().map(|c| c.name.clone()).collect();
                             }
                             let sent: &[u8] = replaced.as_deref().map(|f| &f[5..]).unwrap_or(body);
-                            if let Ok(vals) = rows::row_values(sent) {
+                            if !a.capture.wants_more(limits.response_rows) {
+                                a.capture.mark_truncated();
+                            } else if let Ok(vals) = rows::row_values(sent) {
                                 a.capture.add_row(
                                     &vals,
                                     &rs.binary,

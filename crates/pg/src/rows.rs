@@ -135,6 +135,17 @@ fn render(v: &[u8], binary: bool) -> serde_json::Value {
 }
 
 impl Capture {
+    /// Whether another row could still be kept: lets the relay skip parsing rows for
+    /// evidence once the excerpt is full (the hot path of a large result).
+    pub fn wants_more(&self, max_rows: usize) -> bool {
+        !self.truncated && self.rows.len() < max_rows
+    }
+
+    /// Mark the excerpt as cut (rows arrived that it did not keep).
+    pub fn mark_truncated(&mut self) {
+        self.truncated = true;
+    }
+
     /// Keep this row if the caps allow (`values` are what the client got).
     pub fn add_row(
         &mut self,

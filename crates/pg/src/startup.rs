@@ -602,6 +602,31 @@ async fn auth_frame(reader: &mut FrameReader) -> Result<(u8, BytesMut), AuthOutc
     }
 }
 
+/// Send `out` (an authentication request) and read the client's `p` answer to it.
+async fn ask(
+    reader: &mut FrameReader,
+    out: &[u8],
+    expected: &str,
+) -> Result<BytesMut, AuthOutcome> {
+    reader
+        .stream
+        .write_all(out)
+        .await
+        .map_err(|_| AuthOutcome::Gone)?;
+    let (tag, body) = auth_frame(reader).await?;
+    if tag != b'p' {
+        return Err(AuthOutcome::Failed(format!(
+            "expected {expected}, got {:?}",
+            tag as char
+        )));
+    }
+    Ok(body)
+}
+
+fn failed(e: impl std::fmt::Display) -> AuthOutcome {
+    AuthOutcome::Failed(e.to_string())
+}
+
 async fn authenticate(
     reader: &mut FrameReader,
     user: &str,
@@ -611,61 +636,30 @@ async fn authenticate(
 ) -> Result<warden_core::Principal, AuthOutcome> {
     let mut out = BytesMut::new();
     match pipeline.auth_plan(user, secure, prefer_password) {
-        AuthPlan::Scram {
-            mut server,
-            principal: _,
-        } => {
+        AuthPlan::Scram { mut server } => {
             codec::write_auth_sasl(&mut out, &["SCRAM-SHA-256"]);
-            reader
-                .stream
-                .write_all(&out)
-                .await
-                .map_err(|_| AuthOutcome::Gone)?;
-            let (tag, body) = auth_frame(reader).await?;
-            if tag != b'p' {
-                return Err(AuthOutcome::Failed(format!(
-                    "expected SASLInitialResponse, got {:?}",
-                    tag as char
-                )));
-            }
+            let body = ask(reader, &out, "SASLInitialResponse").await?;
             let mut r = codec::Reader::new(&body);
-            let mech = r
-                .cstr("SASL mechanism")
-                .map_err(|e| AuthOutcome::Failed(e.to_string()))?;
+            let mech = r.cstr("SASL mechanism").map_err(failed)?;
             if mech != "SCRAM-SHA-256" {
-                return Err(AuthOutcome::Failed(format!(
+                return Err(failed(format!(
                     "client chose unsupported SASL mechanism {mech}"
                 )));
             }
-            let len = r
-                .i32("SASL data length")
-                .map_err(|e| AuthOutcome::Failed(e.to_string()))?;
+            // -1 means "no initial response", which SCRAM cannot do without.
+            let len = r.i32("SASL data length").map_err(failed)?;
             let data = if len < 0 {
                 &[][..]
             } else {
-                r.bytes(len as usize, "SASL data")
-                    .map_err(|e| AuthOutcome::Failed(e.to_string()))?
+                r.bytes(len as usize, "SASL data").map_err(failed)?
             };
-            let first = server
-                .client_first(data)
-                .map_err(|e| AuthOutcome::Failed(e.to_string()))?;
+            let first = server.client_first(data).map_err(failed)?;
             out.clear();
             codec::write_auth_sasl_continue(&mut out, &first);
-            reader
-                .stream
-                .write_all(&out)
-                .await
-                .map_err(|_| AuthOutcome::Gone)?;
-            let (tag, body) = auth_frame(reader).await?;
-            if tag != b'p' {
-                return Err(AuthOutcome::Failed(format!(
-                    "expected SASLResponse, got {:?}",
-                    tag as char
-                )));
-            }
+            let body = ask(reader, &out, "SASLResponse").await?;
             let (key_id, last) = server
                 .client_final(&body)
-                .map_err(|e| AuthOutcome::Failed(format!("SCRAM: {e}")))?;
+                .map_err(|e| failed(format!("SCRAM: {e}")))?;
             let principal = pipeline
                 .principal_for_key(&key_id)
                 .map_err(|f| AuthOutcome::Failed(f.reason))?;
@@ -680,22 +674,8 @@ async fn authenticate(
         }
         AuthPlan::Cleartext => {
             codec::write_auth_cleartext(&mut out);
-            reader
-                .stream
-                .write_all(&out)
-                .await
-                .map_err(|_| AuthOutcome::Gone)?;
-            let (tag, body) = auth_frame(reader).await?;
-            if tag != b'p' {
-                return Err(AuthOutcome::Failed(format!(
-                    "expected PasswordMessage, got {:?}",
-                    tag as char
-                )));
-            }
-            let mut r = codec::Reader::new(&body);
-            let pw = r
-                .cstr("password")
-                .map_err(|e| AuthOutcome::Failed(e.to_string()))?;
+            let body = ask(reader, &out, "PasswordMessage").await?;
+            let pw = codec::Reader::new(&body).cstr("password").map_err(failed)?;
             pipeline
                 .authenticate_secret(Some(user), pw)
                 .await

@@ -22,10 +22,8 @@ impl AuthFailure {
 /// How a wire protocol should ask for the caller's credential.
 pub enum AuthPlan {
     /// SCRAM-SHA-256 against the principal's Warden keys (the key never crosses the wire).
-    Scram {
-        server: ScramServer,
-        principal: String,
-    },
+    /// (The principal is known after the exchange, from the key that matched.)
+    Scram { server: ScramServer },
     /// Cleartext password (a Warden key or a JWT); only offered on TLS or loopback.
     Cleartext,
 }
@@ -92,7 +90,6 @@ impl Pipeline {
             .collect();
         AuthPlan::Scram {
             server: ScramServer::new(&salt, iterations, candidates),
-            principal,
         }
     }
 
