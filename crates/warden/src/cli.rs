@@ -124,27 +124,47 @@ enum KeysCmd {
     },
 }
 
+/// Which evidence records: shared by `audit query` and `evidence export`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct Selection {
+    /// Start of the window (inclusive): RFC 3339, a date, or a span ago (30m, 2h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// End of the window (exclusive), same forms as --since.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only records of this principal (agent:NAME / user:NAME).
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// Only records on this connection.
+    #[arg(long)]
+    pub connection: Option<String>,
+    /// Only records of this kind (action.request, policy.denied, auth.failed, ...).
+    #[arg(long)]
+    pub kind: Option<String>,
+}
+
+impl Selection {
+    /// Refuse an unknown `--kind` with the list of known ones.
+    pub fn check_kind(&self) -> anyhow::Result<()> {
+        if let Some(k) = &self.kind
+            && RecordKind::parse(k).is_none()
+        {
+            let all: Vec<&str> = RecordKind::ALL.iter().map(|k| k.as_str()).collect();
+            bail!("unknown kind `{k}`; known: {}", all.join(", "));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Subcommand)]
 enum AuditCmd {
     /// Print evidence records, oldest first.
     Query {
         #[command(flatten)]
         config: ConfigArg,
-        /// Start of the window: RFC 3339, a date, or a span ago (30m, 2h, 7d).
-        #[arg(long)]
-        since: Option<String>,
-        /// End of the window (exclusive), same forms as --since.
-        #[arg(long)]
-        until: Option<String>,
-        /// Only records of this principal (agent:NAME / user:NAME).
-        #[arg(long)]
-        principal: Option<String>,
-        /// Only records on this connection.
-        #[arg(long)]
-        connection: Option<String>,
-        /// Only records of this kind (action.request, policy.denied, auth.failed, ...).
-        #[arg(long)]
-        kind: Option<String>,
+        #[command(flatten)]
+        select: Selection,
         /// Only records of this session.
         #[arg(long)]
         session: Option<String>,
@@ -431,29 +451,20 @@ fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCmd::Query {
             config,
-            since,
-            until,
-            principal,
-            connection,
-            kind,
+            select,
             session,
             limit,
             format,
         } => {
-            if let Some(k) = &kind
-                && RecordKind::parse(k).is_none()
-            {
-                let all: Vec<&str> = RecordKind::ALL.iter().map(|k| k.as_str()).collect();
-                bail!("unknown kind `{k}`; known: {}", all.join(", "));
-            }
+            select.check_kind()?;
             let cfg = load_offline(&config)?;
             let store = open_store(&cfg)?;
             let filter = RecordFilter {
-                since: normalize_time(&since)?,
-                until: normalize_time(&until)?,
-                principal,
-                connection,
-                kind,
+                since: normalize_time(&select.since)?,
+                until: normalize_time(&select.until)?,
+                principal: select.principal,
+                connection: select.connection,
+                kind: select.kind,
                 session_id: session,
                 limit,
             };

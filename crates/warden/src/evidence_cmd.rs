@@ -75,19 +75,8 @@ pub enum EvidenceCmd {
     Export {
         #[command(flatten)]
         config: ConfigArg,
-        /// Start of the window (inclusive): RFC 3339, a date, or a span ago (30m, 7d).
-        #[arg(long)]
-        since: Option<String>,
-        /// End of the window (exclusive), same forms as --since.
-        #[arg(long)]
-        until: Option<String>,
-        #[arg(long)]
-        principal: Option<String>,
-        #[arg(long)]
-        connection: Option<String>,
-        /// Only records of this kind (action.request, policy.denied, ...).
-        #[arg(long)]
-        kind: Option<String>,
+        #[command(flatten)]
+        select: crate::cli::Selection,
         /// Where to write the bundle.
         #[arg(long)]
         out: PathBuf,
@@ -472,22 +461,21 @@ pub fn evidence(cmd: EvidenceCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         EvidenceCmd::Export {
             config,
-            since,
-            until,
-            principal,
-            connection,
-            kind,
+            select,
             out,
             signing_key,
         } => {
-            if let Some(k) = &kind
-                && warden_core::RecordKind::parse(k).is_none()
-            {
-                bail!("unknown kind `{k}`");
-            }
+            select.check_kind()?;
             let cfg = load_offline(&config)?;
             let signer = load_signing_key(&cfg, signing_key.as_deref())?;
             let store = open_store(&cfg)?;
+            let crate::cli::Selection {
+                since,
+                until,
+                principal,
+                connection,
+                kind,
+            } = select;
             let filter = ExportFilter {
                 since,
                 until,
