@@ -299,24 +299,10 @@ impl Store {
             problem: None,
         };
         {
-            let mut stmt = tx.prepare(
-                "SELECT seq, id, ts, kind, session_id, principal, connection, body, prev_hash, hash \
-                 FROM records ORDER BY seq",
-            )?;
+            let mut stmt = tx.prepare(ALL_ROWS_SQL)?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                let stored = StoredRow {
-                    seq: row.get(0)?,
-                    id: row.get(1)?,
-                    ts: row.get(2)?,
-                    kind: row.get(3)?,
-                    session_id: row.get(4)?,
-                    principal: row.get(5)?,
-                    connection: row.get(6)?,
-                    body: row.get(7)?,
-                    prev_hash: row.get(8)?,
-                    hash: row.get(9)?,
-                };
+                let stored = StoredRow::read(row)?;
                 let seq = u64::try_from(stored.seq).unwrap_or(0);
                 if let Err(what) = check_row(&stored, report.head_seq, &report.head_hash) {
                     report.problem = Some(VerifyProblem { seq, what });
@@ -419,6 +405,10 @@ impl Store {
     }
 }
 
+/// Every stored column of a record, in seq order, as `verify` reads them.
+pub(crate) const ALL_ROWS_SQL: &str = "SELECT seq, id, ts, kind, session_id, principal, connection, body, prev_hash, hash \
+     FROM records ORDER BY seq";
+
 pub(crate) struct StoredRow {
     pub seq: i64,
     pub id: String,
@@ -430,6 +420,24 @@ pub(crate) struct StoredRow {
     pub body: String,
     pub prev_hash: String,
     pub hash: String,
+}
+
+impl StoredRow {
+    /// A row of [`ALL_ROWS_SQL`].
+    pub(crate) fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+        Ok(StoredRow {
+            seq: row.get(0)?,
+            id: row.get(1)?,
+            ts: row.get(2)?,
+            kind: row.get(3)?,
+            session_id: row.get(4)?,
+            principal: row.get(5)?,
+            connection: row.get(6)?,
+            body: row.get(7)?,
+            prev_hash: row.get(8)?,
+            hash: row.get(9)?,
+        })
+    }
 }
 
 /// Check one stored row against its predecessor (`prev_seq`, `prev_hash`).

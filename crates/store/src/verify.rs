@@ -134,24 +134,10 @@ impl Store {
         }
         let seal_record = report.latest_seal.clone();
         {
-            let mut stmt = tx.prepare(
-                "SELECT seq, id, ts, kind, session_id, principal, connection, body, prev_hash, hash \
-                 FROM records ORDER BY seq",
-            )?;
+            let mut stmt = tx.prepare(crate::sqlite::ALL_ROWS_SQL)?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                let stored = StoredRow {
-                    seq: row.get(0)?,
-                    id: row.get(1)?,
-                    ts: row.get(2)?,
-                    kind: row.get(3)?,
-                    session_id: row.get(4)?,
-                    principal: row.get(5)?,
-                    connection: row.get(6)?,
-                    body: row.get(7)?,
-                    prev_hash: row.get(8)?,
-                    hash: row.get(9)?,
-                };
+                let stored = StoredRow::read(row)?;
                 let expected = report.head_seq + 1;
                 if stored.seq > expected as i64 {
                     let last = stored.seq - 1;
