@@ -50,6 +50,7 @@ async fn keyed_sessions_are_shared_and_expire_when_idle() {
         password: None,
         tls: UpstreamTls::Disable,
         headers: vec![],
+        description: None,
     };
     let pipeline = Pipeline::new(vec![spec], Policy::default(), store.clone(), None, None);
     let conn = pipeline.connection("api").unwrap();

@@ -7,12 +7,14 @@
 //! - [`relay`]: the live session — statements become actions, responses become evidence.
 //! - [`rows`]: RowDescription/DataRow bodies, masking values in place, result excerpts.
 //! - [`cancel`]: Warden's own BackendKeyData mapped to the upstream's.
+//! - [`client`]: one statement on Warden's own credential (for the MCP front door).
 //!
 //! This crate knows nothing about policy files or storage: it asks the
 //! [`warden_pipeline::Pipeline`] and obeys.
 #![forbid(unsafe_code)]
 
 pub mod cancel;
+pub mod client;
 pub mod codec;
 pub mod relay;
 pub mod rows;

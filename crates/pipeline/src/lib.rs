@@ -135,6 +135,11 @@ impl Pipeline {
         self.connections.get(name).cloned()
     }
 
+    /// Every configured connection (unordered).
+    pub fn connections(&self) -> impl Iterator<Item = &Arc<ConnectionSpec>> {
+        self.connections.values()
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }

@@ -54,6 +54,9 @@ pub struct Session {
     /// How much of each (masked) response the evidence keeps.
     pub limits: crate::EvidenceLimits,
     purpose: Mutex<Option<String>>,
+    /// The protocol the client speaks to Warden (the connection's own for wire adapters,
+    /// `mcp` for MCP tool calls): `protocol` in every record of this session.
+    via: Protocol,
     pipeline: Arc<Pipeline>,
     actions: AtomicU64,
     denied: AtomicU64,
@@ -87,16 +90,58 @@ impl Session {
         Arc<Session>,
         impl std::future::Future<Output = Result<(), LedgerError>> + Send + 'static,
     ) {
+        let via = connection.protocol;
+        Self::submit_start(
+            pipeline,
+            principal,
+            connection,
+            client,
+            purpose,
+            warden_core::evidence::new_id(),
+            via,
+        )
+    }
+
+    /// Open a session with a given id, reached through front door `via` (e.g. one
+    /// evidence session per connection an MCP session uses, all under the MCP session's
+    /// id, recorded with `protocol = "mcp"`). Records `session.start` durably.
+    pub async fn open_as(
+        pipeline: Arc<Pipeline>,
+        principal: Principal,
+        connection: Arc<ConnectionSpec>,
+        client: String,
+        id: String,
+        via: Protocol,
+    ) -> Result<Arc<Session>, LedgerError> {
+        let (s, started) =
+            Self::submit_start(pipeline, principal, connection, client, None, id, via);
+        started.await?;
+        Ok(s)
+    }
+
+    fn submit_start(
+        pipeline: Arc<Pipeline>,
+        principal: Principal,
+        connection: Arc<ConnectionSpec>,
+        client: String,
+        purpose: Option<String>,
+        id: String,
+        via: Protocol,
+    ) -> (
+        Arc<Session>,
+        impl std::future::Future<Output = Result<(), LedgerError>> + Send + 'static,
+    ) {
         let masker = pipeline.masker_for(&connection.name);
         let limits = pipeline.evidence_limits();
         let s = Arc::new(Session {
-            id: warden_core::evidence::new_id(),
+            id,
             principal,
             connection,
             client,
             masker,
             limits,
             purpose: Mutex::new(purpose),
+            via,
             pipeline,
             actions: AtomicU64::new(0),
             denied: AtomicU64::new(0),
@@ -127,7 +172,7 @@ impl Session {
         r.session_id = Some(self.id.clone());
         r.principal = Some(self.principal.clone());
         r.connection = Some(self.connection.name.clone());
-        r.protocol = Some(self.connection.protocol.as_str().to_string());
+        r.protocol = Some(self.via.as_str().to_string());
         r.purpose = self.purpose();
         r.client = Some(self.client.clone());
         r
@@ -248,7 +293,7 @@ impl Session {
             requester: self.principal.clone(),
             session_id: self.id.clone(),
             connection: self.connection.name.clone(),
-            protocol: self.connection.protocol.as_str().to_string(),
+            protocol: self.via.as_str().to_string(),
             purpose: self.purpose(),
             action,
             rules: decision.rules.clone(),
@@ -302,7 +347,7 @@ impl Session {
         self.pipeline.record_protocol_error(
             Some(&self.id),
             Some(&self.connection.name),
-            self.connection.protocol.as_str(),
+            self.via.as_str(),
             &self.client,
             what,
         );

@@ -9,6 +9,9 @@ pub enum Protocol {
     Mysql,
     Http,
     Kubernetes,
+    /// The MCP front door (`/mcp`): how an agent reached Warden, never a connection's
+    /// protocol (`parse` does not accept it).
+    Mcp,
 }
 
 impl Protocol {
@@ -18,6 +21,7 @@ impl Protocol {
             Protocol::Mysql => "mysql",
             Protocol::Http => "http",
             Protocol::Kubernetes => "kubernetes",
+            Protocol::Mcp => "mcp",
         }
     }
     pub fn parse(s: &str) -> Option<Protocol> {
@@ -55,6 +59,8 @@ pub struct ConnectionSpec {
     pub password: Option<String>,
     pub tls: UpstreamTls,
     pub headers: Vec<(String, String)>,
+    /// One line for people and agents (`list_connections`); from `description` in the config.
+    pub description: Option<String>,
 }
 
 impl fmt::Debug for ConnectionSpec {
@@ -67,6 +73,7 @@ impl fmt::Debug for ConnectionSpec {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls)
+            .field("description", &self.description)
             .field(
                 "headers",
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),

@@ -600,7 +600,8 @@ impl Config {
                         );
                     }
                 }
-                Protocol::Http | Protocol::Kubernetes => {
+                // `parse` never yields `Mcp` (a front door, not a target).
+                Protocol::Http | Protocol::Kubernetes | Protocol::Mcp => {
                     if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
                         ctx.err(
                             key("upstream"),
@@ -639,7 +640,6 @@ impl Config {
                 .iter()
                 .map(|(k, v)| (k.clone(), ctx.expand(&key(&format!("headers.{k}")), v)))
                 .collect();
-            let _ = &c.description;
             connections.push(ConnectionSpec {
                 name,
                 protocol,
@@ -649,6 +649,11 @@ impl Config {
                 password: c.password.as_ref().map(|s| ctx.expand(&key("password"), s)),
                 tls,
                 headers,
+                description: c
+                    .description
+                    .as_ref()
+                    .map(|d| d.get_ref().trim().to_string())
+                    .filter(|d| !d.is_empty()),
             });
         }
 
