@@ -27,9 +27,9 @@ pub fn canonical_json(rec: &EvidenceRecord) -> String {
 /// Canonical JSON of an already-parsed record body: like [`canonical_json`], for a
 /// `serde_json::Value`. A top-level `hash` key is left out.
 pub fn canonical_json_value(value: &Value) -> String {
-    let mut out = String::with_capacity(512);
+    let mut out = String::with_capacity(768);
     match value {
-        Value::Object(map) => write_object(&mut out, map, true),
+        Value::Object(map) => write_object(&mut out, map, TopHash::Skip),
         other => write_value(&mut out, other),
     }
     out
@@ -45,6 +45,19 @@ pub fn value_hash(value: &Value) -> String {
     sha256_hex(canonical_json_value(value).as_bytes())
 }
 
+/// The hash of a record body (`value`, without `hash`) and the body as stored: the
+/// canonical JSON with `"hash"` in its sorted place. Any key order would verify (readers
+/// re-canonicalize); writing the canonical form saves a third serialization.
+pub fn hash_and_body(value: &Value) -> (String, String) {
+    let hash = value_hash(value);
+    let mut body = String::with_capacity(832);
+    match value {
+        Value::Object(map) => write_object(&mut body, map, TopHash::Insert(&hash)),
+        other => write_value(&mut body, other),
+    }
+    (hash, body)
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -54,7 +67,10 @@ fn write_value(out: &mut String, v: &Value) {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
         Value::Bool(false) => out.push_str("false"),
-        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Number(n) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{n}");
+        }
         Value::String(s) => write_str(out, s),
         Value::Array(items) => {
             out.push('[');
@@ -66,15 +82,34 @@ fn write_value(out: &mut String, v: &Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => write_object(out, map, false),
+        Value::Object(map) => write_object(out, map, TopHash::Keep),
     }
 }
 
-fn write_object(out: &mut String, map: &serde_json::Map<String, Value>, skip_hash: bool) {
-    let mut entries: Vec<(&String, &Value)> = map
+/// What to do with a `hash` key of the object being written.
+#[derive(Clone, Copy)]
+enum TopHash<'a> {
+    /// Nested objects: `hash` is an ordinary key.
+    Keep,
+    /// The record itself, for hashing: leave `hash` out.
+    Skip,
+    /// The record itself, for storing: `hash` is this value.
+    Insert(&'a str),
+}
+
+fn write_object(out: &mut String, map: &serde_json::Map<String, Value>, top: TopHash<'_>) {
+    let hash_value = match top {
+        TopHash::Insert(h) => Some(Value::String(h.to_string())),
+        _ => None,
+    };
+    let mut entries: Vec<(&str, &Value)> = map
         .iter()
-        .filter(|(k, _)| !(skip_hash && k.as_str() == "hash"))
+        .filter(|(k, _)| matches!(top, TopHash::Keep) || k.as_str() != "hash")
+        .map(|(k, v)| (k.as_str(), v))
         .collect();
+    if let Some(h) = &hash_value {
+        entries.push(("hash", h));
+    }
     // `str` ordering is byte-wise ordering of the UTF-8 encoding.
     entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     out.push('{');
@@ -89,8 +124,40 @@ fn write_object(out: &mut String, map: &serde_json::Map<String, Value>, skip_has
     out.push('}');
 }
 
+/// A JSON string exactly as serde_json writes it: `"` and `\` escaped, the control
+/// characters U+0000..U+001F as `\b \t \n \f \r` or `\u00xx` (lowercase hex), everything
+/// else (including U+007F and non-ASCII) as is.
 fn write_str(out: &mut String, s: &str) {
-    out.push_str(&serde_json::to_string(s).expect("a string always serializes"));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, so both slices end on char boundaries.
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            out.push_str("\\u00");
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xf) as usize] as char);
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 #[cfg(test)]
@@ -258,6 +325,26 @@ mod tests {
             let mut expected = serde_json::to_value(&r).unwrap();
             expected.as_object_mut().unwrap().remove("hash");
             proptest::prop_assert_eq!(serde_json::from_str::<Value>(&c).unwrap(), expected);
+        }
+
+        #[test]
+        fn strings_are_escaped_exactly_like_serde_json(s in "(?s).*", ctl in 0u8..0x20) {
+            let s = format!("{s}{}\u{7f}x\"\\", ctl as char);
+            let mut out = String::new();
+            write_str(&mut out, &s);
+            proptest::prop_assert_eq!(out, serde_json::to_string(&s).unwrap());
+        }
+
+        #[test]
+        fn stored_body_is_canonical_with_its_hash(text in ".*") {
+            let mut r = sample();
+            r.action.as_mut().unwrap().text = text;
+            let value = serde_json::to_value(&r).unwrap();
+            let (hash, body) = hash_and_body(&value);
+            proptest::prop_assert_eq!(&hash, &value_hash(&value));
+            let back: Value = serde_json::from_str(&body).unwrap();
+            proptest::prop_assert_eq!(back["hash"].as_str(), Some(hash.as_str()));
+            proptest::prop_assert_eq!(canonical_json_value(&back), canonical_json_value(&value));
         }
     }
 }

@@ -58,6 +58,8 @@ async fn fill(store: &Store, from: u64, n: u64) {
     for i in from..from + n {
         l.append(rec(i)).await.unwrap();
     }
+    // Visible to other handles (the CLI's) once indexed.
+    l.flush().await.unwrap();
 }
 
 /// A store with 20 records and checkpoints at 10 and 20.

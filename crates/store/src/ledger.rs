@@ -1,43 +1,60 @@
-//! The append path: one writer thread, group commit, fail closed.
+//! The append path: the chain is placed and made durable in the caller, SQLite indexes
+//! behind.
 //!
-//! Every [`Ledger`] handle feeds one queue drained by a single OS thread that owns the
-//! SQLite write connection. The writer blocks for the first queued command, then takes
-//! everything else already queued (up to [`MAX_BATCH`] records), places each record in
-//! the chain (seq, prev_hash, hash), inserts the whole batch in ONE `BEGIN IMMEDIATE`
-//! transaction and commits — and only then answers the callers. If the transaction
-//! cannot be committed every caller in the batch gets [`LedgerError::Unavailable`]; the
-//! chain head is read from the database inside each transaction, so the writer never
-//! runs ahead of what is stored. An `Ok` is never sent before the commit.
+//! [`Ledger::submit`] runs in the caller's thread, under one mutex held for a few
+//! microseconds: it assigns `seq` and `prev_hash`, computes `hash` over the canonical
+//! JSON, and writes the body as one line to the append log ([`crate::journal`]). Under
+//! `process` durability that `write(2)` is the acknowledgement: the record survives a
+//! crash of the gateway. Under `fsync` durability the caller also waits for the syncer
+//! thread's next `fdatasync`, which covers every line written before it (group commit
+//! across sessions). Nothing crosses a thread on the `process` path.
 //!
-//! If the writer thread is gone, appends fail immediately instead of waiting.
+//! The indexer thread inserts the same rows into SQLite in batches (one transaction per
+//! batch, after a short linger), so queries, checkpoints and verification see a record
+//! a millisecond or so after it was acknowledged; [`Ledger::flush`] waits for that.
+//! The log is truncated once everything in it is indexed.
+//!
+//! Fail closed: an append is refused (and the action must not run) when the log cannot
+//! be written or synced, when the indexer is gone, or when it is more than
+//! `index_backlog` records behind (the database is locked or failing). Evidence that
+//! was acknowledged is never lost by an indexing failure: it stays in the log and is
+//! indexed by the retrying indexer, or on the next start ([`crate::journal`] recovery).
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, TransactionBehavior, params};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use warden_core::EvidenceRecord;
 
 use crate::chain::{self, GENESIS_HASH};
+use crate::journal::Journal;
 
-/// Most records committed in one transaction.
+/// Most records indexed in one transaction.
 pub const MAX_BATCH: usize = 4096;
-/// Most records waiting for the writer before [`Ledger::append`] refuses new ones
-/// (background appends are never refused: they are queued regardless).
+/// Most acknowledged records waiting to be indexed before appends are refused.
 pub const QUEUE_CAPACITY: usize = 65_536;
+/// How long the indexer lets records gather before a transaction (nobody waits on it:
+/// acknowledgement came from the log).
+const INDEX_LINGER: Duration = Duration::from_millis(2);
+/// The log is emptied once it is at least this long and fully indexed.
+const TRUNCATE_AT: u64 = 1 << 20;
+/// Ids of this many recent records are remembered to refuse a record appended twice.
+const RECENT_IDS: usize = 4096;
 
 /// How durable an acknowledged append is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// `PRAGMA journal_mode=WAL` + `PRAGMA synchronous=FULL`: the WAL is fsynced on every
-    /// group commit, so an acknowledged record survives power loss or an OS crash.
+    /// The record is in the append log and `fdatasync`ed before the append is
+    /// acknowledged (group commit: one sync covers every session's records written
+    /// before it), so it survives power loss or an OS crash. SQLite commits with
+    /// `synchronous=FULL`.
     Fsync,
-    /// `PRAGMA journal_mode=WAL` + `PRAGMA synchronous=NORMAL`: a committed transaction is
-    /// written to the OS (the WAL file) before the append is acknowledged, so it survives a
-    /// crash of the gateway process; the last commits before a power loss or OS crash may
-    /// be lost (the database stays consistent).
+    /// The record is written to the append log (in the OS) before the append is
+    /// acknowledged: it survives a crash of the gateway process; the last records
+    /// before a power loss or OS crash may be lost (the chain stays consistent).
     #[default]
     Process,
 }
@@ -55,375 +72,798 @@ pub struct Appended {
     pub hash: String,
 }
 
-type AppendReply = oneshot::Sender<Result<Appended, LedgerError>>;
 type FlushReply = oneshot::Sender<Result<(), LedgerError>>;
 
-enum Cmd {
-    Append {
-        rec: Box<EvidenceRecord>,
-        reply: Option<AppendReply>,
-    },
-    Flush {
-        reply: FlushReply,
-    },
-    #[cfg(test)]
-    Crash,
+/// One record as the `records` table holds it.
+#[derive(Debug)]
+pub(crate) struct IndexRow {
+    pub seq: u64,
+    id: String,
+    ts: String,
+    kind: &'static str,
+    session_id: Option<String>,
+    principal: Option<String>,
+    connection: Option<String>,
+    body: String,
+    prev_hash: String,
+    hash: String,
 }
 
-/// Where and how the writer opens its connection.
+impl IndexRow {
+    /// `rec` must carry its final `seq`, `prev_hash` and `hash`; `body` is its stored JSON.
+    pub(crate) fn new(rec: &EvidenceRecord, body: String) -> IndexRow {
+        IndexRow {
+            seq: rec.seq,
+            id: rec.id.clone(),
+            ts: rec.ts.clone(),
+            kind: rec.kind.as_str(),
+            session_id: rec.session_id.clone(),
+            principal: rec.principal.as_ref().map(|p| p.id.clone()),
+            connection: rec.connection.clone(),
+            body,
+            prev_hash: rec.prev_hash.clone(),
+            hash: rec.hash.clone(),
+        }
+    }
+}
+
+enum IndexCmd {
+    Row(Box<IndexRow>),
+    Flush(FlushReply),
+    #[cfg(test)]
+    Crash,
+    /// Test hook: stop indexing as if the process died (the log keeps the records).
+    #[cfg(test)]
+    Stall,
+}
+
+/// Where and how the ledger opens its files.
 #[derive(Debug, Clone)]
 pub(crate) struct WriterConfig {
     pub path: PathBuf,
     pub durability: Durability,
     pub busy_timeout: Duration,
+    pub index_backlog: usize,
 }
 
+/// The head of the chain and the log it is written to.
+struct Chain {
+    seq: u64,
+    hash: String,
+    journal: Journal,
+    /// Set when the log can no longer be trusted (a failed write could not be undone).
+    broken: Option<String>,
+    recent: VecDeque<String>,
+    recent_set: HashSet<String>,
+}
+
+/// Counters shared with the indexer.
 struct Shared {
-    /// Records sent but not yet taken by the writer.
-    queued: AtomicUsize,
-    /// Background records that could not be committed (or queued).
+    /// Acknowledged records not yet indexed.
+    backlog: AtomicUsize,
+    /// Highest seq in SQLite (as far as this ledger knows).
+    indexed: AtomicU64,
+    /// Highest seq written to the log.
+    placed: AtomicU64,
+    alive: AtomicBool,
     background_failures: AtomicU64,
+    /// Why the indexer stopped for good (the ledger refuses appends).
+    fatal: Mutex<Option<String>>,
 }
 
-/// Cloneable handle to the single writer.
+/// Fsync durability: written vs synced, and who waits for it.
+struct Syncer {
+    state: Mutex<SyncState>,
+    wake: Condvar,
+    synced: watch::Sender<Synced>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    written: u64,
+    stop: bool,
+}
+
+#[derive(Clone, Default)]
+struct Synced {
+    up_to: u64,
+    failed: Option<String>,
+}
+
+struct Inner {
+    /// `Err`: the ledger could not start (every append is refused with this).
+    chain: Result<Arc<Mutex<Chain>>, String>,
+    backlog_limit: usize,
+    index_tx: Mutex<Option<mpsc::Sender<IndexCmd>>>,
+    shared: Arc<Shared>,
+    syncer: Option<Arc<Syncer>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Let the indexer drain and exit, and the syncer stop, before the log's lock goes.
+        drop(lock(&self.index_tx).take());
+        if let Some(s) = &self.syncer {
+            lock(&s.state).stop = true;
+            s.wake.notify_all();
+        }
+        for t in std::mem::take(&mut *lock(&self.threads)) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Cloneable handle to the chain of one store.
 #[derive(Clone)]
 pub struct Ledger {
-    tx: mpsc::Sender<Cmd>,
-    shared: Arc<Shared>,
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unavailable(s: impl Into<String>) -> LedgerError {
+    LedgerError::Unavailable(s.into())
 }
 
 impl Ledger {
-    /// Start the writer thread for the database at `cfg.path`.
+    /// Take the store's append log, recover what it holds, and start the indexer (and
+    /// the syncer under `fsync`). A ledger that cannot start refuses every append.
     pub(crate) fn spawn(cfg: WriterConfig) -> Ledger {
-        let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
-            queued: AtomicUsize::new(0),
+            backlog: AtomicUsize::new(0),
+            indexed: AtomicU64::new(0),
+            placed: AtomicU64::new(0),
+            alive: AtomicBool::new(false),
             background_failures: AtomicU64::new(0),
+            fatal: Mutex::new(None),
         });
-        let writer = Writer {
-            cfg,
-            conn: None,
+        let mut inner = Inner {
+            chain: Err(String::new()),
+            backlog_limit: cfg.index_backlog,
+            index_tx: Mutex::new(None),
             shared: shared.clone(),
-            background_failed_since_flush: 0,
+            syncer: None,
+            threads: Mutex::new(Vec::new()),
         };
-        let spawned = std::thread::Builder::new()
-            .name("warden-ledger".into())
-            .spawn(move || writer.run(rx));
-        if let Err(e) = spawned {
-            // The receiver is gone with the closure: every append fails closed.
-            tracing::error!("cannot start the evidence ledger writer thread: {e}");
+        match start(&cfg, &shared) {
+            Ok((chain, conn)) => {
+                let chain = Arc::new(Mutex::new(chain));
+                let (tx, rx) = mpsc::channel();
+                let indexer = Indexer {
+                    conn,
+                    cfg: cfg.clone(),
+                    shared: shared.clone(),
+                    chain: Arc::downgrade(&chain),
+                    background_failed_since_flush: 0,
+                };
+                shared.alive.store(true, Ordering::SeqCst);
+                let spawned = std::thread::Builder::new()
+                    .name("warden-indexer".into())
+                    .spawn(move || indexer.run(rx));
+                match spawned {
+                    Ok(h) => {
+                        lock(&inner.threads).push(h);
+                        *lock(&inner.index_tx) = Some(tx);
+                    }
+                    Err(e) => {
+                        shared.alive.store(false, Ordering::SeqCst);
+                        inner.chain = Err(format!("cannot start the evidence indexer: {e}"));
+                        return Ledger {
+                            inner: Arc::new(inner),
+                        };
+                    }
+                }
+                if cfg.durability == Durability::Fsync {
+                    match start_syncer(&lock(&chain).journal) {
+                        Ok((syncer, handle)) => {
+                            lock(&inner.threads).push(handle);
+                            inner.syncer = Some(syncer);
+                        }
+                        Err(e) => {
+                            inner.chain = Err(e);
+                            return Ledger {
+                                inner: Arc::new(inner),
+                            };
+                        }
+                    }
+                }
+                inner.chain = Ok(chain);
+            }
+            Err(e) => {
+                tracing::error!("evidence ledger not started: {e}");
+                inner.chain = Err(e);
+            }
         }
-        Ledger { tx, shared }
+        Ledger {
+            inner: Arc::new(inner),
+        }
     }
 
-    /// Append; resolves once the record is committed at the configured durability.
+    /// `Err` when this ledger cannot append at all (it did not start, or stopped).
+    pub fn status(&self) -> Result<(), LedgerError> {
+        let chain = self
+            .inner
+            .chain
+            .as_ref()
+            .map_err(|e| unavailable(e.clone()))?;
+        if let Some(e) = &lock(chain).broken {
+            return Err(unavailable(e.clone()));
+        }
+        if !self.inner.shared.alive.load(Ordering::SeqCst) {
+            return Err(unavailable(
+                lock(&self.inner.shared.fatal)
+                    .clone()
+                    .unwrap_or_else(|| "the evidence indexer is not running".into()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Append; resolves once the record is durable at the configured level.
     ///
     /// The ledger assigns `seq`, `prev_hash` and `hash` (whatever the record carries in
-    /// those fields is replaced). Errors when the writer is gone, the queue is full, or the
-    /// commit fails: the caller must then not perform the action (fail closed).
+    /// those fields is replaced). Errors when the record cannot be made durable: the
+    /// caller must then not perform the action (fail closed).
     pub async fn append(&self, rec: EvidenceRecord) -> Result<Appended, LedgerError> {
-        let waiting = self.shared.queued.load(Ordering::Relaxed);
-        if waiting >= QUEUE_CAPACITY {
-            return Err(LedgerError::Unavailable(format!(
-                "append queue is full ({waiting} records waiting for the writer)"
-            )));
-        }
-        let (reply, rx) = oneshot::channel();
-        self.send(Cmd::Append {
-            rec: Box::new(rec),
-            reply: Some(reply),
-        })?;
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(LedgerError::Unavailable(
-                "the ledger writer stopped before committing the record".into(),
-            )),
-        }
+        self.submit(rec).await
     }
 
-    /// Queue now, wait later: the record takes its place in the chain when this is
-    /// called (not when the future is first polled), so a caller can submit several
-    /// records in order and then await them together — one group commit for all.
+    /// Place now, wait later: the record takes its place in the chain (and is written to
+    /// the log) during this call, so a caller can submit several records in order and
+    /// then await them together. Under `process` durability the future is already ready.
     pub fn submit(
         &self,
         rec: EvidenceRecord,
     ) -> impl std::future::Future<Output = Result<Appended, LedgerError>> + Send + 'static + use<>
     {
-        let waiting = self.shared.queued.load(Ordering::Relaxed);
-        let queued = if waiting >= QUEUE_CAPACITY {
-            Err(LedgerError::Unavailable(format!(
-                "append queue is full ({waiting} records waiting for the writer)"
-            )))
-        } else {
-            let (reply, rx) = oneshot::channel();
-            self.send(Cmd::Append {
-                rec: Box::new(rec),
-                reply: Some(reply),
-            })
-            .map(|()| rx)
+        let placed = self.place(rec);
+        let synced = match (&placed, &self.inner.syncer) {
+            (Ok(_), Some(s)) => Some(s.synced.subscribe()),
+            _ => None,
         };
         async move {
-            match queued?.await {
-                Ok(r) => r,
-                Err(_) => Err(LedgerError::Unavailable(
-                    "the ledger writer stopped before committing the record".into(),
-                )),
+            let a = placed?;
+            if let Some(mut rx) = synced {
+                let seq = a.seq;
+                let s = rx
+                    .wait_for(|s| s.up_to >= seq || s.failed.is_some())
+                    .await
+                    .map_err(|_| unavailable("the evidence syncer stopped"))?
+                    .clone();
+                if s.up_to < seq {
+                    return Err(unavailable(s.failed.unwrap_or_default()));
+                }
             }
+            Ok(a)
         }
     }
 
-    /// Queue without waiting (response records, session.end). Ordering relative to other
+    /// Append without waiting (response records, session.end). Order relative to other
     /// appends from the same task is preserved.
     ///
-    /// Never dropped silently: a record that cannot be queued or committed is logged at
-    /// error level, counted in [`Ledger::background_failures`], and reported by the next
+    /// Never dropped silently: a record that cannot be written is logged at error level,
+    /// counted in [`Ledger::background_failures`], and reported by the next
     /// [`Ledger::flush`].
     pub fn append_background(&self, rec: EvidenceRecord) {
         let id = rec.id.clone();
-        if let Err(e) = self.send(Cmd::Append {
-            rec: Box::new(rec),
-            reply: None,
-        }) {
-            self.shared
+        if let Err(e) = self.place(rec) {
+            self.inner
+                .shared
                 .background_failures
                 .fetch_add(1, Ordering::Relaxed);
             tracing::error!(record = %id, "evidence record lost: {e}");
         }
     }
 
-    /// Wait until everything queued so far is committed.
+    /// Wait until everything appended so far is indexed (visible to queries), and
+    /// synced under `fsync` durability.
     ///
-    /// Errors when the writer is gone, or when a background record queued since the previous
-    /// flush could not be committed.
+    /// Errors when the ledger is not running, when indexing is failing, or when a
+    /// background record since the previous flush could not be written.
     pub async fn flush(&self) -> Result<(), LedgerError> {
+        self.status()?;
         let (reply, rx) = oneshot::channel();
-        self.send(Cmd::Flush { reply })?;
-        match rx.await {
+        self.send(IndexCmd::Flush(reply))?;
+        let indexed = match rx.await {
             Ok(r) => r,
-            Err(_) => Err(LedgerError::Unavailable(
-                "the ledger writer stopped before the flush completed".into(),
+            Err(_) => Err(unavailable(
+                "the evidence indexer stopped before the flush completed",
             )),
+        };
+        if let Some(s) = &self.inner.syncer {
+            let seq = self.inner.shared.indexed.load(Ordering::SeqCst);
+            let mut rx = s.synced.subscribe();
+            rx.wait_for(|s| s.up_to >= seq || s.failed.is_some())
+                .await
+                .map_err(|_| unavailable("the evidence syncer stopped"))?;
         }
+        indexed
     }
 
-    /// How many background records could not be committed since the writer started.
+    /// How many background records could not be written since the ledger started.
     pub fn background_failures(&self) -> u64 {
-        self.shared.background_failures.load(Ordering::Relaxed)
+        self.inner
+            .shared
+            .background_failures
+            .load(Ordering::Relaxed)
     }
 
-    /// Records queued and not yet taken by the writer.
+    /// Acknowledged records not yet indexed.
     pub fn queued(&self) -> usize {
-        self.shared.queued.load(Ordering::Relaxed)
+        self.inner.shared.backlog.load(Ordering::Relaxed)
     }
 
-    fn send(&self, cmd: Cmd) -> Result<(), LedgerError> {
-        let is_append = matches!(cmd, Cmd::Append { .. });
-        if is_append {
-            self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        }
-        self.tx.send(cmd).map_err(|_| {
-            if is_append {
-                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+    /// Run `f` (which writes the chain directly in SQLite and returns the new head) with
+    /// appends held back and everything acknowledged so far indexed first.
+    pub(crate) fn exclusive<T>(
+        &self,
+        wait: Duration,
+        f: impl FnOnce() -> Result<(T, (u64, String)), crate::StoreError>,
+    ) -> Result<T, crate::StoreError> {
+        let fail = |e: String| crate::StoreError::Sqlite(e);
+        let chain = self.inner.chain.as_ref().map_err(|e| fail(e.clone()))?;
+        let mut c = lock(chain);
+        let deadline = Instant::now() + wait;
+        while self.inner.shared.indexed.load(Ordering::SeqCst) < c.seq {
+            self.status().map_err(|e| fail(e.to_string()))?;
+            if Instant::now() > deadline {
+                return Err(fail(
+                    "the evidence index is behind the log (the database is busy); try again".into(),
+                ));
             }
-            LedgerError::Unavailable("the ledger writer is not running".into())
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (out, (seq, hash)) = f()?;
+        c.seq = seq;
+        c.hash = hash;
+        self.inner.shared.indexed.store(seq, Ordering::SeqCst);
+        self.inner.shared.placed.store(seq, Ordering::SeqCst);
+        Ok(out)
+    }
+
+    /// Block until every record acknowledged so far is indexed (read-your-writes for
+    /// readers in this process), or `wait` passes, or indexing is stuck.
+    pub(crate) fn wait_indexed(&self, wait: Duration) {
+        let shared = &self.inner.shared;
+        let target = shared.placed.load(Ordering::SeqCst);
+        let deadline = Instant::now() + wait;
+        while shared.indexed.load(Ordering::SeqCst) < target
+            && shared.alive.load(Ordering::Relaxed)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    /// Place `rec` in the chain and write it to the log.
+    fn place(&self, mut rec: EvidenceRecord) -> Result<Appended, LedgerError> {
+        let inner = &*self.inner;
+        let chain = inner.chain.as_ref().map_err(|e| unavailable(e.clone()))?;
+        if !inner.shared.alive.load(Ordering::Relaxed) {
+            return Err(unavailable(
+                lock(&inner.shared.fatal)
+                    .clone()
+                    .unwrap_or_else(|| "the evidence indexer is not running".into()),
+            ));
+        }
+        let backlog = inner.shared.backlog.load(Ordering::Relaxed);
+        if backlog >= inner.backlog_limit {
+            return Err(unavailable(format!(
+                "the evidence index is {backlog} records behind (is the database locked or failing?)"
+            )));
+        }
+        if rec.id.is_empty() {
+            rec.id = warden_core::evidence::new_id();
+        }
+        normalize_ts(&mut rec);
+        // Serialized outside the lock; only seq and prev_hash are filled in under it.
+        rec.hash = String::new();
+        let mut value = serde_json::to_value(&rec)
+            .map_err(|e| unavailable(format!("record {} cannot be serialized: {e}", rec.id)))?;
+        let fields = value
+            .as_object_mut()
+            .ok_or_else(|| unavailable("an evidence record must serialize to an object"))?;
+        fields.remove("hash");
+
+        let mut c = lock(chain);
+        if let Some(e) = &c.broken {
+            return Err(unavailable(e.clone()));
+        }
+        if c.recent_set.contains(&rec.id) {
+            return Err(unavailable(format!(
+                "record {} rejected: that id was already appended",
+                rec.id
+            )));
+        }
+        rec.seq = c.seq + 1;
+        rec.prev_hash.clone_from(&c.hash);
+        fields.insert("seq".into(), rec.seq.into());
+        fields.insert("prev_hash".into(), rec.prev_hash.clone().into());
+        let (hash, mut line) = chain::hash_and_body(&value);
+        line.push('\n');
+        if let Err((e, broken)) = c.journal.append(line.as_bytes()) {
+            let what = format!("cannot write {}: {e}", c.journal.path().display());
+            if broken {
+                c.broken = Some(format!("{what} (and cannot undo a partial write)"));
+            }
+            return Err(unavailable(what));
+        }
+        line.pop();
+        rec.hash = hash;
+        c.seq = rec.seq;
+        c.hash.clone_from(&rec.hash);
+        inner.shared.placed.store(rec.seq, Ordering::SeqCst);
+        if c.recent.len() >= RECENT_IDS
+            && let Some(old) = c.recent.pop_front()
+        {
+            c.recent_set.remove(&old);
+        }
+        c.recent.push_back(rec.id.clone());
+        c.recent_set.insert(rec.id.clone());
+        inner.shared.backlog.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = &inner.syncer {
+            lock(&s.state).written = rec.seq;
+            s.wake.notify_one();
+        }
+        let row = IndexRow::new(&rec, line);
+        if self.send(IndexCmd::Row(Box::new(row))).is_err() {
+            // Written but never to be indexed by this process: recovery indexes it on the
+            // next start; the caller is told it failed and must not act.
+            return Err(unavailable("the evidence indexer is not running"));
+        }
+        drop(c);
+        Ok(Appended {
+            seq: rec.seq,
+            id: rec.id,
+            hash: rec.hash,
         })
     }
 
-    /// Test hook: make the writer thread panic.
+    fn send(&self, cmd: IndexCmd) -> Result<(), LedgerError> {
+        lock(&self.inner.index_tx)
+            .as_ref()
+            .ok_or_else(|| unavailable("the evidence indexer is not running"))?
+            .send(cmd)
+            .map_err(|_| unavailable("the evidence indexer is not running"))
+    }
+
+    /// Test hook: make the indexer thread panic.
     #[cfg(test)]
     pub(crate) fn crash_writer(&self) {
-        let _ = self.tx.send(Cmd::Crash);
+        let _ = self.send(IndexCmd::Crash);
+    }
+
+    /// Test hook: stop indexing silently, as if the process had died after writing.
+    #[cfg(test)]
+    pub(crate) fn stall_indexer(&self) {
+        let _ = self.send(IndexCmd::Stall);
     }
 }
 
-struct Writer {
+/// Lock and recover the log, and read the head the chain continues from.
+fn start(cfg: &WriterConfig, shared: &Shared) -> Result<(Chain, Connection), String> {
+    let journal = Journal::open_locked(&cfg.path, cfg.busy_timeout)
+        .map_err(|e| format!("cannot open the evidence append log: {e}"))?;
+    let Some(mut journal) = journal else {
+        return Err(format!(
+            "another Warden process holds {} (is a second gateway running on this store?)",
+            crate::journal::path_for(&cfg.path).display()
+        ));
+    };
+    let mut conn =
+        crate::sqlite::open_connection(&cfg.path, cfg.durability, cfg.busy_timeout, false)
+            .map_err(|e| format!("cannot open the evidence database: {e}"))?;
+    journal.replay(&mut conn)?;
+    let (seq, hash) =
+        crate::sqlite::read_head(&conn).map_err(|e| format!("cannot read the chain head: {e}"))?;
+    shared.indexed.store(seq, Ordering::SeqCst);
+    shared.placed.store(seq, Ordering::SeqCst);
+    Ok((
+        Chain {
+            seq,
+            hash,
+            journal,
+            broken: None,
+            recent: VecDeque::with_capacity(RECENT_IDS),
+            recent_set: HashSet::with_capacity(RECENT_IDS),
+        },
+        conn,
+    ))
+}
+
+fn start_syncer(journal: &Journal) -> Result<(Arc<Syncer>, std::thread::JoinHandle<()>), String> {
+    let file = journal
+        .handle()
+        .map_err(|e| format!("cannot open the append log for syncing: {e}"))?;
+    let syncer = Arc::new(Syncer {
+        state: Mutex::new(SyncState::default()),
+        wake: Condvar::new(),
+        synced: watch::channel(Synced::default()).0,
+    });
+    let s = syncer.clone();
+    let handle = std::thread::Builder::new()
+        .name("warden-fsync".into())
+        .spawn(move || sync_loop(&s, &file))
+        .map_err(|e| format!("cannot start the evidence syncer: {e}"))?;
+    Ok((syncer, handle))
+}
+
+/// One `fdatasync` per round covers every line written before it.
+fn sync_loop(s: &Syncer, file: &std::fs::File) {
+    let mut synced = 0;
+    loop {
+        let target = {
+            let mut st = lock(&s.state);
+            while st.written <= synced && !st.stop {
+                st = s.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            if st.written <= synced {
+                return; // stopping, nothing left to sync
+            }
+            st.written
+        };
+        match file.sync_data() {
+            Ok(()) => {
+                synced = target;
+                s.synced.send_modify(|v| v.up_to = target);
+            }
+            Err(e) => {
+                tracing::error!("cannot sync the evidence append log: {e}");
+                s.synced
+                    .send_modify(|v| v.failed = Some(format!("cannot sync the append log: {e}")));
+                // The log's state on disk is unknown: stop acknowledging anything.
+                return;
+            }
+        }
+    }
+}
+
+/// Marks the ledger dead when the indexer thread ends, however it ends.
+struct AliveGuard(Arc<Shared>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::SeqCst);
+    }
+}
+
+struct Indexer {
+    conn: Connection,
     cfg: WriterConfig,
-    conn: Option<Connection>,
     shared: Arc<Shared>,
+    chain: std::sync::Weak<Mutex<Chain>>,
     background_failed_since_flush: u64,
 }
 
-struct Pending {
-    rec: Box<EvidenceRecord>,
-    reply: Option<AppendReply>,
+/// Why a batch could not be indexed.
+enum IndexError {
+    /// Worth retrying (busy, I/O): the rows stay queued.
+    Retry(String),
+    /// The database no longer continues this ledger's chain: stop.
+    Fatal(String),
+}
+
+impl Indexer {
+    fn run(mut self, rx: mpsc::Receiver<IndexCmd>) {
+        let _alive = AliveGuard(self.shared.clone());
+        let mut rows: Vec<Box<IndexRow>> = Vec::with_capacity(256);
+        let mut flushes: Vec<FlushReply> = Vec::new();
+        while let Ok(first) = rx.recv() {
+            let take = |cmd: IndexCmd, rows: &mut Vec<_>, flushes: &mut Vec<_>| match cmd {
+                IndexCmd::Row(r) => {
+                    rows.push(r);
+                    true
+                }
+                IndexCmd::Flush(f) => {
+                    flushes.push(f);
+                    true
+                }
+                #[cfg(test)]
+                IndexCmd::Crash => panic!("ledger indexer crash requested by a test"),
+                #[cfg(test)]
+                IndexCmd::Stall => {
+                    while rx.recv().is_ok() {}
+                    false
+                }
+            };
+            if !take(first, &mut rows, &mut flushes) {
+                std::mem::forget(_alive);
+                return;
+            }
+            if flushes.is_empty() {
+                // Sleeping (rather than waiting on the channel) lets records gather
+                // without one wake-up per record.
+                std::thread::sleep(INDEX_LINGER);
+            }
+            while rows.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => {
+                        if !take(cmd, &mut rows, &mut flushes) {
+                            std::mem::forget(_alive);
+                            return;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut backoff = Duration::from_millis(10);
+            let mut failures_after_close = 0;
+            loop {
+                if rows.is_empty() {
+                    break;
+                }
+                match self.index(&rows) {
+                    Ok(()) => {
+                        self.shared.backlog.fetch_sub(rows.len(), Ordering::Relaxed);
+                        let last = rows[rows.len() - 1].seq;
+                        self.shared.indexed.store(last, Ordering::SeqCst);
+                        rows.clear();
+                        self.maybe_truncate(last);
+                        break;
+                    }
+                    Err(IndexError::Fatal(e)) => {
+                        tracing::error!("evidence indexing stopped: {e}");
+                        *lock(&self.shared.fatal) = Some(e.clone());
+                        for f in flushes.drain(..) {
+                            let _ = f.send(Err(unavailable(e.clone())));
+                        }
+                        return;
+                    }
+                    Err(IndexError::Retry(e)) => {
+                        tracing::warn!(
+                            "evidence indexing failed ({} records wait; retrying): {e}",
+                            rows.len()
+                        );
+                        for f in flushes.drain(..) {
+                            let _ = f.send(Err(unavailable(format!(
+                                "evidence is durable in the append log but not yet indexed: {e}"
+                            ))));
+                        }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                        // Keep taking what arrives (in order), answering flushes at once.
+                        loop {
+                            match rx.try_recv() {
+                                Ok(cmd) => {
+                                    if !take(cmd, &mut rows, &mut flushes) {
+                                        std::mem::forget(_alive);
+                                        return;
+                                    }
+                                }
+                                Err(mpsc::TryRecvError::Empty) => break,
+                                Err(mpsc::TryRecvError::Disconnected) => {
+                                    // Shutting down: don't hold the process hostage; the
+                                    // log keeps these for the next start.
+                                    failures_after_close += 1;
+                                    if failures_after_close > 10 {
+                                        tracing::error!(
+                                            "{} evidence record(s) left unindexed in the append log at shutdown; they are indexed on the next start",
+                                            rows.len()
+                                        );
+                                        return;
+                                    }
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if !flushes.is_empty() {
+                let failed = self.shared.background_failures.load(Ordering::Relaxed);
+                let result = if failed > self.background_failed_since_flush {
+                    let n = failed - self.background_failed_since_flush;
+                    self.background_failed_since_flush = failed;
+                    Err(unavailable(format!(
+                        "{n} background evidence record(s) appended before this flush were lost"
+                    )))
+                } else {
+                    Ok(())
+                };
+                for f in flushes.drain(..) {
+                    let _ = f.send(result.clone());
+                }
+            }
+        }
+        // A clean stop: everything logged is indexed, so recovery needs none of it.
+        if let Some(chain) = self.chain.upgrade() {
+            let mut c = lock(&chain);
+            if c.seq == self.shared.indexed.load(Ordering::SeqCst)
+                && let Err(e) = c.journal.truncate()
+            {
+                tracing::warn!("cannot truncate the evidence append log: {e}");
+            }
+        }
+    }
+
+    fn index(&mut self, rows: &[Box<IndexRow>]) -> Result<(), IndexError> {
+        match insert_rows(&mut self.conn, rows) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let code = e.sqlite_error_code();
+                let fatal = matches!(e, rusqlite::Error::InvalidQuery)
+                    || code == Some(ErrorCode::ConstraintViolation);
+                let msg = format!("cannot index evidence: {e}");
+                if fatal {
+                    return Err(IndexError::Fatal(msg));
+                }
+                if !matches!(
+                    code,
+                    Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked)
+                ) && let Ok(c) = crate::sqlite::open_connection(
+                    &self.cfg.path,
+                    self.cfg.durability,
+                    self.cfg.busy_timeout,
+                    false,
+                ) {
+                    self.conn = c;
+                }
+                Err(IndexError::Retry(msg))
+            }
+        }
+    }
+
+    /// Empty the log once it is long and everything in it is indexed.
+    fn maybe_truncate(&self, indexed: u64) {
+        let Some(chain) = self.chain.upgrade() else {
+            return;
+        };
+        // try_lock: `Ledger::exclusive` holds the chain while it waits for this thread.
+        let Ok(mut c) = chain.try_lock() else {
+            return;
+        };
+        if c.journal.len() >= TRUNCATE_AT
+            && c.seq == indexed
+            && let Err(e) = c.journal.truncate()
+        {
+            tracing::warn!("cannot truncate the evidence append log: {e}");
+        }
+    }
 }
 
 const INSERT_SQL: &str = "INSERT INTO records (seq, id, ts, kind, session_id, principal, connection, body, prev_hash, hash) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
-/// How long a batch of background-only records waits for company (see `Writer::run`).
-const BACKGROUND_LINGER: Duration = Duration::from_millis(2);
-
-fn is_background(cmd: &Cmd) -> bool {
-    matches!(cmd, Cmd::Append { reply: None, .. })
-}
-
-impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Cmd>) {
-        let mut batch: Vec<Cmd> = Vec::with_capacity(256);
-        while let Ok(first) = rx.recv() {
-            batch.clear();
-            let mut appends = usize::from(matches!(first, Cmd::Append { .. }));
-            batch.push(first);
-            let mut urgent = !is_background(&batch[0]);
-            let started = std::time::Instant::now();
-            while appends < MAX_BATCH {
-                let next = if urgent || started.elapsed() >= BACKGROUND_LINGER * 5 {
-                    rx.try_recv().ok()
-                } else {
-                    // Only background records so far (responses, session ends): nobody waits
-                    // on them, so linger briefly and let them share the commit of the next
-                    // awaited record instead of costing a commit of their own on the path
-                    // of the next statement.
-                    rx.recv_timeout(BACKGROUND_LINGER).ok()
-                };
-                match next {
-                    Some(cmd) => {
-                        urgent |= !is_background(&cmd);
-                        appends += usize::from(matches!(cmd, Cmd::Append { .. }));
-                        batch.push(cmd);
-                    }
-                    None => break,
-                }
-            }
-            self.shared.queued.fetch_sub(appends, Ordering::Relaxed);
-            self.process(&mut batch);
-        }
-    }
-
-    fn process(&mut self, batch: &mut Vec<Cmd>) {
-        let mut records: Vec<Pending> = Vec::with_capacity(batch.len());
-        let mut flushes: Vec<FlushReply> = Vec::new();
-        for cmd in batch.drain(..) {
-            match cmd {
-                Cmd::Append { rec, reply } => records.push(Pending { rec, reply }),
-                Cmd::Flush { reply } => flushes.push(reply),
-                #[cfg(test)]
-                Cmd::Crash => panic!("ledger writer crash requested by a test"),
-            }
-        }
-        if !records.is_empty() {
-            let outcome = self.commit(&mut records);
-            if let Err(e) = &outcome {
-                tracing::error!(
-                    "evidence batch of {} records not committed: {e}",
-                    records.len()
-                );
-                // Start from a fresh connection next time.
-                self.conn = None;
-            }
-            for (i, p) in records.into_iter().enumerate() {
-                let result = match &outcome {
-                    Ok(per_record) => per_record[i].clone(),
-                    Err(e) => Err(e.clone()),
-                };
-                match p.reply {
-                    Some(reply) => {
-                        let _ = reply.send(result.map_err(LedgerError::Unavailable));
-                    }
-                    None => {
-                        if let Err(e) = result {
-                            self.background_failed_since_flush += 1;
-                            self.shared
-                                .background_failures
-                                .fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(record = %p.rec.id, "evidence record not committed: {e}");
-                        }
-                    }
-                }
-            }
-        }
-        if !flushes.is_empty() {
-            let result = match std::mem::take(&mut self.background_failed_since_flush) {
-                0 => Ok(()),
-                n => Err(LedgerError::Unavailable(format!(
-                    "{n} background evidence record(s) queued before this flush were not committed"
-                ))),
-            };
-            for reply in flushes {
-                let _ = reply.send(result.clone());
-            }
-        }
-    }
-
-    /// Insert the batch in one transaction. `Err` means nothing was committed; `Ok` holds
-    /// the per-record outcome (a record can be rejected alone, e.g. a duplicate id).
-    fn commit(&mut self, records: &mut [Pending]) -> Result<Vec<Result<Appended, String>>, String> {
-        if self.conn.is_none() {
-            let conn = crate::sqlite::open_connection(
-                &self.cfg.path,
-                self.cfg.durability,
-                self.cfg.busy_timeout,
-                false,
-            )
-            .map_err(|e| format!("cannot open the evidence database: {e}"))?;
-            self.conn = Some(conn);
-        }
-        let conn = self.conn.as_mut().expect("connection opened above");
-        insert_batch(conn, records).map_err(|e| format!("cannot commit evidence: {e}"))
-    }
-}
-
-fn insert_batch(
+/// Insert `rows` (contiguous, continuing the stored head) in one transaction.
+/// `InvalidQuery` when they do not continue the stored chain.
+pub(crate) fn insert_rows<R: std::borrow::Borrow<IndexRow>>(
     conn: &mut Connection,
-    records: &mut [Pending],
-) -> Result<Vec<Result<Appended, String>>, rusqlite::Error> {
+    rows: &[R],
+) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (mut seq, mut prev) = crate::sqlite::read_head(&tx)?;
-    let mut outcomes = Vec::with_capacity(records.len());
+    if let Some(first) = rows.first() {
+        let first = first.borrow();
+        let (seq, hash) = crate::sqlite::read_head(&tx)?;
+        if first.seq != seq + 1 || first.prev_hash != hash {
+            tracing::error!(
+                "the stored chain (head {seq}) was changed behind the ledger's back; record {} does not continue it",
+                first.seq
+            );
+            return Err(rusqlite::Error::InvalidQuery);
+        }
+    }
     {
         let mut stmt = tx.prepare_cached(INSERT_SQL)?;
-        for p in records.iter_mut() {
-            let rec = &mut *p.rec;
-            if rec.id.is_empty() {
-                rec.id = warden_core::evidence::new_id();
-            }
-            normalize_ts(rec);
-            rec.seq = seq + 1;
-            rec.prev_hash.clone_from(&prev);
-            let mut value = match serde_json::to_value(&*rec) {
-                Ok(v) => v,
-                Err(e) => {
-                    outcomes.push(Err(format!("record {} cannot be serialized: {e}", rec.id)));
-                    continue;
-                }
-            };
-            let hash = chain::value_hash(&value);
-            value["hash"] = serde_json::Value::String(hash.clone());
-            let body = value.to_string();
-            rec.hash = hash;
-            let inserted = stmt.execute(params![
-                rec.seq as i64,
-                rec.id,
-                rec.ts,
-                rec.kind.as_str(),
-                rec.session_id,
-                rec.principal.as_ref().map(|p| p.id.as_str()),
-                rec.connection,
-                body,
-                rec.prev_hash,
-                rec.hash,
-            ]);
-            match inserted {
-                Ok(_) => {
-                    seq += 1;
-                    prev.clone_from(&rec.hash);
-                    outcomes.push(Ok(Appended {
-                        seq: rec.seq,
-                        id: rec.id.clone(),
-                        hash: rec.hash.clone(),
-                    }));
-                }
-                // The failed statement alone is undone; the rest of the batch goes on.
-                Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                    outcomes.push(Err(format!("record {} rejected: {e}", rec.id)));
-                }
-                Err(e) => return Err(e),
-            }
+        for r in rows {
+            let r = r.borrow();
+            stmt.execute(params![
+                r.seq as i64,
+                r.id,
+                r.ts,
+                r.kind,
+                r.session_id,
+                r.principal,
+                r.connection,
+                r.body,
+                r.prev_hash,
+                r.hash,
+            ])?;
         }
     }
-    tx.commit()?;
-    Ok(outcomes)
+    tx.commit()
 }
 
 /// Head of an empty chain.
@@ -437,6 +877,10 @@ pub(crate) fn genesis() -> (u64, String) {
 fn normalize_ts(rec: &mut EvidenceRecord) {
     if rec.ts.is_empty() {
         rec.ts = warden_core::time_fmt::now_rfc3339();
+        return;
+    }
+    // The common case (written by `now_rfc3339`) is already canonical.
+    if rec.ts.len() == 30 && rec.ts.ends_with('Z') && rec.ts.as_bytes()[19] == b'.' {
         return;
     }
     match time::OffsetDateTime::parse(&rec.ts, &time::format_description::well_known::Rfc3339) {

@@ -1,7 +1,9 @@
 //! Where evidence and keys live.
 //!
 //! - [`chain`]: canonical serialization and the SHA-256 hash chain.
-//! - [`ledger`]: the append path — one writer thread, group commit, fail closed.
+//! - [`ledger`]: the append path — chain placed and logged in the caller, SQLite indexed
+//!   behind, fail closed.
+//! - `journal`: the append log that makes an acknowledged record durable (and its recovery).
 //! - [`sqlite`]: the embedded default backend (WAL).
 //! - [`keys`]: key records (hashed; never the secret).
 //! - [`merkle`]: RFC 6962 Merkle tree, inclusion and consistency proofs.
@@ -17,6 +19,7 @@
 pub mod bundle;
 pub mod chain;
 pub mod checkpoint;
+mod journal;
 pub mod keys;
 pub mod ledger;
 pub mod merkle;

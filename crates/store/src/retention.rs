@@ -272,6 +272,7 @@ impl Store {
         out: &mut dyn FnMut(u64, u64) -> PathBuf,
     ) -> Result<Option<PruneSummary>, StoreError> {
         let cutoff = crate::sqlite::normalize_ts(before)?;
+        self.may_write_chain()?;
         // A checkpoint over the head, so the newest checkpoint bounds as little as possible.
         self.checkpoint(signer)?;
         let prev = self.latest_seal()?;
@@ -374,6 +375,15 @@ impl Store {
         signer: &Signer,
         sealed: u64,
     ) -> Result<u64, StoreError> {
+        self.exclusive_chain(|| self.commit_seal_now(seal, signer, sealed))
+    }
+
+    fn commit_seal_now(
+        &self,
+        seal: &mut Seal,
+        signer: &Signer,
+        sealed: u64,
+    ) -> Result<(u64, (u64, String)), StoreError> {
         let mut conn = self.reader()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now_sealed = read_seals(&tx)?.pop().map_or(0, |s| s.up_to_seq);
@@ -447,7 +457,7 @@ impl Store {
             ],
         )?;
         tx.commit()?;
-        Ok(rec.seq)
+        Ok((rec.seq, (rec.seq, rec.hash)))
     }
 }
 

@@ -35,6 +35,8 @@ async fn fill(store: &Store, from: u64, n: u64) {
     for i in from..from + n {
         l.append(rec(i)).await.unwrap();
     }
+    // Visible to other handles (the CLI's) once indexed.
+    l.flush().await.unwrap();
 }
 
 /// Minute `m` of 2026-01-01: records 0..m (seq 1..=m) are older.
@@ -113,6 +115,15 @@ async fn prune_then_verify_passes_and_the_bundle_verifies() {
 
     // Later: checkpoints and exports of what remains still work (fresh handle, no cache).
     fill(&store, 50, 10).await;
+    // The CLI may prune only while no gateway holds the store's append log.
+    let cli = open(dir.path());
+    let err = cli
+        .prune(&at(40), &signer(), "test", &mut |a, b| {
+            dir.path().join(format!("x-{a}-{b}.json"))
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("running gateway"), "{err}");
+    drop((store, cli));
     let fresh = open(dir.path());
     let cp = fresh.checkpoint(&signer()).unwrap().unwrap();
     assert_eq!(cp.root, hex::encode(fresh.tree(61).unwrap().root()));

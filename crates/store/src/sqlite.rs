@@ -94,6 +94,8 @@ pub struct StoreOptions {
     pub durability: Durability,
     /// How long a connection waits for a lock before failing (default 5 s).
     pub busy_timeout: Duration,
+    /// Most acknowledged records waiting to be indexed before appends are refused.
+    pub index_backlog: usize,
 }
 
 impl StoreOptions {
@@ -101,6 +103,7 @@ impl StoreOptions {
         StoreOptions {
             durability,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            index_backlog: crate::ledger::QUEUE_CAPACITY,
         }
     }
 }
@@ -169,6 +172,7 @@ impl Store {
         let mut conn = open_connection(&path, options.durability, options.busy_timeout, true)
             .map_err(|e| StoreError::Sqlite(format!("cannot open {}: {e}", path.display())))?;
         init_schema(&mut conn)?;
+        recover_journal(&path, &mut conn);
         Ok(Store {
             path,
             options,
@@ -191,13 +195,53 @@ impl Store {
                     path: self.path.clone(),
                     durability: self.options.durability,
                     busy_timeout: self.options.busy_timeout,
+                    index_backlog: self.options.index_backlog,
                 })
             })
             .clone()
     }
 
+    /// Run `f`, which writes the chain directly (retention seals) and returns the new
+    /// head, with no append in between: through this process's ledger if it runs,
+    /// otherwise holding the append log's lock (refused while a gateway owns it).
+    pub(crate) fn exclusive_chain<T>(
+        &self,
+        f: impl FnOnce() -> Result<(T, (u64, String)), StoreError>,
+    ) -> Result<T, StoreError> {
+        if let Some(ledger) = self.ledger.get() {
+            return ledger.exclusive(self.options.busy_timeout, f);
+        }
+        let mut journal = self.lock_journal(self.options.busy_timeout)?;
+        journal
+            .replay(&mut self.reader()?)
+            .map_err(StoreError::Sqlite)?;
+        let (out, _) = f()?;
+        drop(journal);
+        Ok(out)
+    }
+
+    /// `Err` when another process (a running gateway) owns the chain, so that a command
+    /// that would write it can refuse before doing anything.
+    pub(crate) fn may_write_chain(&self) -> Result<(), StoreError> {
+        if self.ledger.get().is_some() {
+            return Ok(());
+        }
+        self.lock_journal(Duration::ZERO).map(drop)
+    }
+
+    fn lock_journal(&self, wait: Duration) -> Result<crate::journal::Journal, StoreError> {
+        crate::journal::Journal::open_locked(&self.path, wait)
+            .map_err(|e| StoreError::Sqlite(format!("cannot open the evidence append log: {e}")))?
+            .ok_or_else(|| {
+                StoreError::Sqlite(
+                    "a running gateway writes this store's chain; stop it, or let it apply retention itself ([gateway] retention)".into(),
+                )
+            })
+    }
+
     /// Last committed record: `(seq, hash)`; `(0, GENESIS_HASH)` when empty.
     pub fn head(&self) -> Result<(u64, String), StoreError> {
+        self.catch_up();
         Ok(read_head(&self.lock())?)
     }
 
@@ -384,12 +428,21 @@ impl Store {
     /// A fresh connection for a long read, so that no lock is held while callers'
     /// callbacks run (they may use the store) and reads run in parallel.
     pub(crate) fn reader(&self) -> Result<Connection, StoreError> {
+        self.catch_up();
         Ok(open_connection(
             &self.path,
             self.options.durability,
             self.options.busy_timeout,
             false,
         )?)
+    }
+
+    /// Readers in the gateway's own process see every record it acknowledged (the
+    /// indexer is at most a few milliseconds behind; a stuck one is not waited for long).
+    fn catch_up(&self) {
+        if let Some(ledger) = self.ledger.get() {
+            ledger.wait_indexed(Duration::from_secs(1));
+        }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -523,6 +576,25 @@ pub(crate) fn read_head(conn: &Connection) -> rusqlite::Result<(u64, String)> {
         )
         .optional()?;
     Ok(head.unwrap_or_else(genesis))
+}
+
+/// Index what a gateway that stopped abruptly left in the append log — unless a running
+/// gateway holds it (it does that itself). Problems are reported, not fatal: readers must
+/// still be able to open the store to investigate.
+fn recover_journal(path: &Path, conn: &mut Connection) {
+    let log = crate::journal::path_for(path);
+    if std::fs::metadata(&log).map_or(true, |m| m.len() == 0) {
+        return;
+    }
+    match crate::journal::Journal::open_locked(path, Duration::ZERO) {
+        Ok(Some(mut j)) => {
+            if let Err(e) = j.replay(conn) {
+                tracing::error!("evidence append log not recovered: {e}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!("cannot open {}: {e}", log.display()),
+    }
 }
 
 /// Open a connection with the busy timeout and the durability pragmas.

@@ -39,6 +39,8 @@ async fn fill(store: &Store, n: u64) {
             .await
             .unwrap();
     }
+    // Visible to other handles (the CLI's) once indexed.
+    ledger.flush().await.unwrap();
 }
 
 fn all(store: &Store) -> Vec<EvidenceRecord> {
@@ -318,11 +320,12 @@ async fn empty_store_verifies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn append_fails_closed_when_the_database_is_locked() {
+async fn a_locked_database_delays_indexing_and_a_long_backlog_fails_closed() {
     let dir = tempfile::tempdir().unwrap();
     let opts = StoreOptions {
         durability: Durability::Fsync,
         busy_timeout: Duration::from_millis(100),
+        index_backlog: 8,
     };
     let store = Store::open_with("sqlite://data/evidence.db", dir.path(), opts).unwrap();
     let ledger = store.ledger();
@@ -330,38 +333,104 @@ async fn append_fails_closed_when_the_database_is_locked() {
         .append(rec(0, "agent:bot", "orders", RecordKind::ActionRequest))
         .await
         .unwrap();
+    ledger.flush().await.unwrap();
 
     let blocker = raw(dir.path());
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let r = tokio::time::timeout(
-        Duration::from_secs(10),
-        ledger.append(rec(1, "agent:bot", "orders", RecordKind::ActionRequest)),
-    )
-    .await
-    .expect("append must not hang");
-    let err = r.unwrap_err();
-    assert!(
-        err.to_string().starts_with("evidence ledger unavailable"),
-        "{err}"
-    );
-    ledger.append_background(rec(2, "agent:bot", "orders", RecordKind::ActionResponse));
-    assert!(
-        ledger.flush().await.is_err(),
-        "a lost background record must surface in flush"
-    );
+    // Durable in the append log (and synced): acknowledged although SQLite is locked.
+    for i in 1..=8 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            ledger.append(rec(i, "agent:bot", "orders", RecordKind::ActionRequest)),
+        )
+        .await
+        .expect("append must not hang");
+        r.unwrap();
+    }
+    // The index is 8 behind: the next append is refused (fail closed), awaited or not.
+    let err = ledger
+        .append(rec(9, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("records behind"), "{err}");
+    ledger.append_background(rec(10, "agent:bot", "orders", RecordKind::ActionResponse));
     assert_eq!(ledger.background_failures(), 1);
+    let err = ledger.flush().await.unwrap_err();
+    assert!(err.to_string().contains("not yet indexed"), "{err}");
     blocker.execute_batch("COMMIT").unwrap();
 
-    // Nothing from the failed batches is stored and the chain continues from the real head.
+    // Everything acknowledged gets indexed once the lock is gone; the chain is whole.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ledger.queued() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "indexer did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let a = ledger
-        .append(rec(3, "agent:bot", "orders", RecordKind::ActionRequest))
+        .append(rec(11, "agent:bot", "orders", RecordKind::ActionRequest))
         .await
         .unwrap();
-    assert_eq!(a.seq, 2);
+    assert_eq!(a.seq, 10);
+    // The flush reports the background record lost earlier, once.
+    assert!(ledger.flush().await.is_err());
     ledger.flush().await.unwrap();
     let report = store.verify(&mut |_, _| {}).unwrap();
     assert_eq!(report.problem, None);
-    assert_eq!(report.records, 2);
+    assert_eq!(report.records, 10);
+}
+
+#[tokio::test]
+async fn acknowledged_records_survive_a_crash_before_indexing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store, 3).await;
+        store.ledger().flush().await.unwrap();
+        let ledger = store.ledger();
+        ledger.stall_indexer();
+        for i in 3..8 {
+            ledger
+                .append(rec(i, "agent:bot", "orders", RecordKind::ActionRequest))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.verify(&mut |_, _| {}).unwrap().records, 3);
+    }
+    // A reader (the CLI) opening the store indexes what the log holds.
+    let store = open(dir.path());
+    let report = store.verify(&mut |_, _| {}).unwrap();
+    assert_eq!(report.problem, None);
+    assert_eq!(report.records, 8);
+    // And the chain goes on from there.
+    let a = store
+        .ledger()
+        .append(rec(8, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap();
+    assert_eq!(a.seq, 9);
+}
+
+#[tokio::test]
+async fn a_second_ledger_on_the_same_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path());
+    first.ledger().status().unwrap();
+    let opts = StoreOptions {
+        busy_timeout: Duration::from_millis(50),
+        ..StoreOptions::default()
+    };
+    let second = Store::open_with("sqlite://data/evidence.db", dir.path(), opts).unwrap();
+    let err = second.ledger().status().unwrap_err();
+    assert!(err.to_string().contains("another Warden process"), "{err}");
+    assert!(
+        second
+            .ledger()
+            .append(rec(0, "agent:bot", "orders", RecordKind::ActionRequest))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -373,7 +442,15 @@ async fn append_fails_promptly_when_the_writer_is_gone() {
         .append(rec(0, "agent:bot", "orders", RecordKind::ActionRequest))
         .await
         .unwrap();
+    ledger.flush().await.unwrap();
     ledger.crash_writer();
+    // Whatever was acknowledged before the crash is in the append log; once the indexer
+    // is known dead, nothing more is acknowledged.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ledger.status().is_ok() {
+        assert!(std::time::Instant::now() < deadline, "crash not noticed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     for i in 1..4 {
         let r = tokio::time::timeout(
             Duration::from_secs(5),

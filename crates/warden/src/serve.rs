@@ -57,6 +57,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         Some((c, k)) => Some(tls_acceptor(c, k)?),
         None => None,
     };
+    // Fail at start, not on the first statement, if the chain cannot be written (e.g. a
+    // second gateway already owns this store's append log).
+    store
+        .ledger()
+        .status()
+        .context("starting the evidence ledger")?;
     // The approval broker: shared by the pipeline (holds) and the admin API (decisions).
     let broker = warden_approvals::Broker::new(store.ledger(), cfg.approvals.clone());
     let approvals = warden_pipeline::Approvals {
