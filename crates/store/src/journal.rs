@@ -136,6 +136,33 @@ impl Journal {
     }
 }
 
+/// The seq of the last complete line in the log of `db`, if any: what a reader in
+/// another process waits to see indexed. Reads only the file's tail.
+pub(crate) fn last_seq(db: &Path) -> Option<u64> {
+    const TAIL: u64 = 256 * 1024;
+    let mut f = File::open(path_for(db)).ok()?;
+    let len = f.metadata().ok()?.len();
+    let from = len.saturating_sub(TAIL);
+    f.seek(SeekFrom::Start(from)).ok()?;
+    let mut tail = Vec::with_capacity((len - from) as usize);
+    f.read_to_end(&mut tail).ok()?;
+    let end = tail.iter().rposition(|&b| b == b'\n')?;
+    let start = tail[..end]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    if start == 0 && from > 0 {
+        return None; // a line longer than the window
+    }
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    serde_json::from_slice::<Seq>(&tail[start..end])
+        .ok()
+        .map(|s| s.seq)
+}
+
 /// The records of `text` (log lines) that continue the chain at `head_seq`/`head_hash`.
 fn recoverable(text: &[u8], head_seq: u64, head_hash: &str) -> Result<Vec<IndexRow>, String> {
     let mut rows = Vec::new();
@@ -208,6 +235,17 @@ mod tests {
             hashes.push(hash);
         }
         (out, hashes)
+    }
+
+    #[test]
+    fn last_seq_reads_the_last_complete_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("e.db");
+        assert_eq!(last_seq(&db), None);
+        let (mut text, _) = lines(4);
+        text.extend_from_slice(b"{\"seq\":5,");
+        std::fs::write(path_for(&db), &text).unwrap();
+        assert_eq!(last_seq(&db), Some(4));
     }
 
     #[test]

@@ -592,7 +592,18 @@ fn recover_journal(path: &Path, conn: &mut Connection) {
                 tracing::error!("evidence append log not recovered: {e}");
             }
         }
-        Ok(None) => {}
+        // A running gateway owns it: what it acknowledged before this process opened the
+        // store is visible here once its indexer (milliseconds behind) has caught up.
+        Ok(None) => {
+            if let Some(last) = crate::journal::last_seq(path) {
+                let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                while read_head(conn).map_or(false, |(seq, _)| seq < last)
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
         Err(e) => tracing::error!("cannot open {}: {e}", log.display()),
     }
 }
