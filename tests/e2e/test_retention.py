@@ -110,13 +110,22 @@ def test_prune_seals_then_verify_passes(rw, tmp_path):
     lo, hi = seq_range(rw)
     assert lo == 1
 
+    # While the gateway runs it owns the chain: the CLI refuses (the gateway applies
+    # `[gateway] retention` itself) and changes nothing.
+    bundle = tmp_path / "sealed.json"
+    r = run_warden(["audit", "prune", "--config", str(rw.config), "--before", cutoff,
+                    "--out", str(bundle)])
+    assert r.returncode != 0 and "running gateway" in r.stderr, r.stdout + r.stderr
+    assert not bundle.exists()
+    assert seq_range(rw)[0] == 1
+    stop_process(rw.proc)
+
     # Nothing is 90 days old.
     r = run_warden(["audit", "prune", "--config", str(rw.config), "--before", "90d",
                     "--out", str(tmp_path / "none.json")])
     assert r.returncode == 0 and "nothing to prune" in r.stdout, r.stdout + r.stderr
     assert not (tmp_path / "none.json").exists()
 
-    bundle = tmp_path / "sealed.json"
     r = run_warden(["audit", "prune", "--config", str(rw.config), "--before", cutoff,
                     "--out", str(bundle)])
     assert r.returncode == 0, r.stdout + r.stderr
@@ -159,6 +168,7 @@ def test_prune_seals_then_verify_passes(rw, tmp_path):
     assert re.search(r"OK: (\d+) record", text).group(1) == re.search(r"OK: (\d+) record", ptext).group(1) == str(up_to)
 
     # The gateway goes on recording, checkpointing and exporting after the prune.
+    rw.proc, rw.log = start_warden(rw.config, rw.port, rw.tmp)
     statements(rw, f"{tag}-later", 3)
     _, head = seq_range(rw)
     wait_for(lambda: db(rw).execute("select max(tree_size) from checkpoints").fetchone()[0] >= head,
