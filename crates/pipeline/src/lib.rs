@@ -12,6 +12,7 @@
 mod auth;
 mod session;
 pub mod spec;
+mod sql_cache;
 
 pub use auth::{AuthFailure, AuthPlan};
 pub use session::{HoldOutcome, RequestId, Session, SessionEnd};
@@ -52,6 +53,9 @@ pub struct Pipeline {
     approvals: Option<Approvals>,
     masker: Option<warden_masking::Masker>,
     limits: EvidenceLimits,
+    /// Classified statement texts (`classify` / `classify_one`), see `sql_cache`.
+    sql_cache: sql_cache::SqlCache,
+    one_cache: sql_cache::SqlCache,
 }
 
 /// How much of each response the evidence keeps (after masking).
@@ -115,6 +119,8 @@ impl Pipeline {
             approvals: p.approvals,
             masker: p.masker,
             limits: p.limits,
+            sql_cache: Default::default(),
+            one_cache: Default::default(),
         })
     }
 

@@ -178,20 +178,31 @@ impl Session {
         r
     }
 
-    pub fn classify_sql(&self, sql: &str) -> Vec<StatementInfo> {
-        let dialect = match self.connection.protocol {
+    fn dialect(&self) -> Dialect {
+        match self.connection.protocol {
             Protocol::Mysql => Dialect::MySql,
             _ => Dialect::Postgres,
-        };
-        warden_policy::classify(sql, dialect)
+        }
     }
 
+    /// Split and classify a query string (cached by text: see `sql_cache`).
+    pub fn classify_sql(&self, sql: &str) -> Arc<[StatementInfo]> {
+        self.pipeline
+            .sql_cache
+            .classify(sql, self.dialect(), warden_policy::classify)
+    }
+
+    /// Classify one statement (an extended-protocol Parse), cached by text.
     pub fn classify_one(&self, sql: &str) -> StatementInfo {
-        let dialect = match self.connection.protocol {
-            Protocol::Mysql => Dialect::MySql,
-            _ => Dialect::Postgres,
-        };
-        warden_policy::classify_one(sql, dialect)
+        let one = self
+            .pipeline
+            .one_cache
+            .classify(sql, self.dialect(), |s, d| {
+                vec![warden_policy::classify_one(s, d)]
+            });
+        one.first()
+            .cloned()
+            .unwrap_or_else(|| warden_policy::classify_one(sql, self.dialect()))
     }
 
     pub fn decide_sql(&self, info: &StatementInfo) -> Decision {
