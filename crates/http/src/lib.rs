@@ -35,9 +35,26 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use warden_pipeline::{ConnectionSpec, Pipeline};
 
+/// Another front door served on this listener for the paths it claims (the binary wires
+/// the MCP server here: `/mcp` and `/.well-known/oauth-protected-resource…`). Keeps this
+/// crate free of MCP: it only routes. Claimed paths are never treated as connections.
+pub trait FrontDoor: Send + Sync {
+    /// Does this front door serve `path`?
+    fn claims(&self, path: &str) -> bool;
+    /// Answer one request (framing already checked by [`guard`]).
+    fn handle(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+        scheme: &'static str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = http::Response<body::ProxyBody>> + Send>>;
+}
+
 /// Limits and settings of the HTTP listener.
 #[derive(Clone)]
 pub struct HttpConfig {
+    /// Paths served by another front door (MCP) instead of `/<connection>/...` routing.
+    pub front_door: Option<Arc<dyn FrontDoor>>,
     /// Also accept TLS on the same port (a ClientHello is recognised by its first byte).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Most concurrent client connections; further ones get `503`.
@@ -62,6 +79,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
+            front_door: None,
             tls: None,
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(30),

@@ -114,6 +114,11 @@ pub(crate) async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(r);
     }
+    if let Some(fd) = &gw.config.front_door
+        && fd.claims(req.uri().path())
+    {
+        return Ok(fd.handle(req, peer, scheme).await);
+    }
     Ok(handle_inner(&gw, peer, scheme, req).await)
 }
 
