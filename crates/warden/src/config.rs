@@ -39,6 +39,8 @@ struct RawConfig {
     evidence: crate::masking_cfg::RawEvidence,
     #[serde(default)]
     approvals: Option<RawApprovals>,
+    #[serde(default)]
+    mcp: Option<RawMcp>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -143,6 +145,41 @@ struct RawApprovals {
     console_url: Option<S>,
 }
 
+/// `[mcp]`: the MCP server at `/mcp` on the HTTP listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMcp {
+    enabled: Option<bool>,
+    max_rows: Option<Spanned<i64>>,
+    approval_wait: Option<S>,
+    call_timeout: Option<S>,
+    session_idle: Option<S>,
+}
+
+/// `[mcp]` after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpSettings {
+    /// Most rows a `query` returns (default 200).
+    pub max_rows: usize,
+    /// How long a held call waits before answering "pending" (default 0s: at once).
+    pub approval_wait: std::time::Duration,
+    /// Time allowed for one statement / HTTP request on the target (default 60s).
+    pub call_timeout: std::time::Duration,
+    /// An MCP session ends after this long without requests (default 30m).
+    pub session_idle: std::time::Duration,
+}
+
+impl Default for McpSettings {
+    fn default() -> Self {
+        McpSettings {
+            max_rows: 200,
+            approval_wait: std::time::Duration::ZERO,
+            call_timeout: std::time::Duration::from_secs(60),
+            session_idle: std::time::Duration::from_secs(1800),
+        }
+    }
+}
+
 /// One mistake in the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -193,6 +230,8 @@ pub struct Config {
     pub rule_approvals: std::collections::HashMap<String, warden_pipeline::RuleApproval>,
     pub masking: warden_masking::MaskingConfig,
     pub evidence_limits: crate::masking_cfg::EvidenceLimits,
+    /// `[mcp]` (served at `/mcp` on the HTTP listener); `None` when `enabled = false`.
+    pub mcp: Option<McpSettings>,
 }
 
 struct Ctx<'a> {
@@ -877,6 +916,7 @@ impl Config {
 
         let approvals =
             approvals_settings(&mut ctx, raw.approvals.as_ref(), admin_listen.as_deref());
+        let mcp = mcp_settings(&mut ctx, raw.mcp.as_ref());
 
         if ctx.errors.is_empty() {
             Ok(Config {
@@ -901,6 +941,7 @@ impl Config {
                 rule_approvals,
                 masking,
                 evidence_limits,
+                mcp,
             })
         } else {
             Err(ctx.errors)
@@ -967,6 +1008,68 @@ fn rule_approval(
         min_approvals,
         grant,
     }
+}
+
+/// `[mcp]`: enabled, max_rows, approval_wait, call_timeout, session_idle.
+fn mcp_settings(ctx: &mut Ctx<'_>, raw: Option<&RawMcp>) -> Option<McpSettings> {
+    let mut s = McpSettings::default();
+    let Some(raw) = raw else { return Some(s) };
+    if let Some(m) = &raw.max_rows {
+        match usize::try_from(*m.get_ref()) {
+            Ok(n) if (1..=100_000).contains(&n) => s.max_rows = n,
+            _ => ctx.err(
+                "mcp.max_rows",
+                Some(m.span()),
+                "use a number of rows from 1 to 100000",
+            ),
+        }
+    }
+    let mut dur = |ctx: &mut Ctx<'_>,
+                   key: &str,
+                   v: &Option<S>,
+                   zero_ok: bool,
+                   out: &mut std::time::Duration| {
+        let Some(v) = v else { return };
+        match warden_core::time_fmt::parse_duration(&ctx.expand(key, v)) {
+            Ok(d) if d.is_positive() || (zero_ok && d.is_zero()) => {
+                *out = std::time::Duration::from_secs(d.whole_seconds() as u64)
+            }
+            _ => ctx.err(
+                key,
+                Some(v.span()),
+                if zero_ok {
+                    "use a duration like \"0s\", \"30s\", \"2m\""
+                } else {
+                    "use a positive duration like \"30s\", \"10m\", \"1h\""
+                },
+            ),
+        }
+    };
+    dur(
+        ctx,
+        "mcp.approval_wait",
+        &raw.approval_wait,
+        true,
+        &mut s.approval_wait,
+    );
+    dur(
+        ctx,
+        "mcp.call_timeout",
+        &raw.call_timeout,
+        false,
+        &mut s.call_timeout,
+    );
+    dur(
+        ctx,
+        "mcp.session_idle",
+        &raw.session_idle,
+        false,
+        &mut s.session_idle,
+    );
+    if raw.enabled == Some(false) {
+        return None;
+    }
+    Some(s)
 }
 
 /// `[approvals]`: timeout, webhooks, webhook_secret, slack_webhook, console_url.
@@ -1187,5 +1290,32 @@ grant = "1h"
             .unwrap();
         assert_eq!(errs[0].key, "connections[0].password");
         assert_eq!(errs[0].line, Some(5));
+    }
+
+    #[test]
+    fn mcp_section() {
+        let cfg = Config::parse("", Path::new("w.toml"), Path::new(".")).unwrap();
+        assert_eq!(cfg.mcp, Some(McpSettings::default()));
+        let text = "[mcp]\nmax_rows = 50\napproval_wait = \"20s\"\nsession_idle = \"1h\"\n";
+        let cfg = Config::parse(text, Path::new("w.toml"), Path::new(".")).unwrap();
+        let m = cfg.mcp.unwrap();
+        assert_eq!(m.max_rows, 50);
+        assert_eq!(m.approval_wait, std::time::Duration::from_secs(20));
+        assert_eq!(m.session_idle, std::time::Duration::from_secs(3600));
+        let off = Config::parse(
+            "[mcp]\nenabled = false\n",
+            Path::new("w.toml"),
+            Path::new("."),
+        );
+        assert!(off.unwrap().mcp.is_none());
+        let errs = Config::parse(
+            "[mcp]\nmax_rows = 0\ncall_timeout = \"0s\"\n",
+            Path::new("w.toml"),
+            Path::new("."),
+        )
+        .err()
+        .unwrap();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["mcp.max_rows", "mcp.call_timeout"], "{errs:?}");
     }
 }

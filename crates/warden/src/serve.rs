@@ -139,12 +139,38 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             }
         }));
     }
+    // The MCP server (`/mcp`) rides on the HTTP listener: the HTTP gateway routes the
+    // paths it claims to it and knows nothing else about MCP.
+    let mut mcp_server = None;
     if let Some(addr) = &cfg.http_listen {
+        let front_door = match &cfg.mcp {
+            Some(m) => {
+                let server = warden_mcp::McpServer::new(
+                    pipeline.clone(),
+                    warden_mcp::McpConfig {
+                        max_rows: m.max_rows,
+                        approval_wait: m.approval_wait,
+                        call_timeout: m.call_timeout,
+                        session_idle: m.session_idle,
+                        authorization_servers: cfg.oidc.iter().map(|o| o.issuer.clone()).collect(),
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| anyhow::anyhow!("MCP server: {e}"))?;
+                let sweeper = server.spawn_sweeper();
+                tracing::info!(%addr, "MCP server ready at /mcp");
+                let door = server.front_door();
+                mcp_server = Some((server, sweeper));
+                Some(door)
+            }
+            None => None,
+        };
         let gateway = warden_http::HttpGateway::new(
             pipeline.clone(),
             &cfg.connections,
             warden_http::HttpConfig {
                 tls: tls.clone(),
+                front_door,
                 ..Default::default()
             },
         )
@@ -171,6 +197,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: no new sessions; flushing evidence");
     let _ = stop_tx.send(true);
+    if let Some((m, sweeper)) = &mcp_server {
+        sweeper.abort();
+        m.sweep(true).await;
+    }
     for t in tasks {
         let _ = t.await;
     }
