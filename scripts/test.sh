@@ -25,7 +25,7 @@ if [ ! -x .venv/bin/pytest ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
-step "end-to-end tests (real PostgreSQL and HTTP servers; psql, psycopg, tokio-postgres, curl, httpx, openai)"
+step "end-to-end tests (real PostgreSQL and HTTP servers; psql, psycopg, tokio-postgres, curl, httpx, openai; the console in headless chromium)"
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 WARDEN_BIN="$target/debug/warden" \
 PG_PROBE_BIN="$target/debug/examples/pg_probe" \

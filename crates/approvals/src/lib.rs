@@ -344,6 +344,8 @@ pub struct Broker {
     settings: BrokerSettings,
     inner: Mutex<Inner>,
     notifier: Notifier,
+    /// Bumped on every change of a hold (see [`Broker::subscribe`]).
+    changes: tokio::sync::watch::Sender<u64>,
     me: Weak<Broker>,
 }
 
@@ -454,6 +456,65 @@ impl Entry {
     }
 }
 
+/// Why `approver` may not vote on hold `id` now, if they may not: not pending any more,
+/// self-approval (four-eyes), not an approver, or a second vote — [`Broker::decide`]'s
+/// checks, in its order. Shared with [`Broker::may_decide`] so the console shows a button
+/// exactly when the vote would be accepted.
+fn check_voter(e: &Entry, id: &str, approver: &Principal) -> Result<(), DecideError> {
+    if e.state != State::Pending {
+        return Err(DecideError::AlreadyDecided {
+            id: id.to_string(),
+            state: e.state,
+        });
+    }
+    let req_ids = identities(&e.req.requester);
+    let app_ids = identities(approver);
+    if let Some(same) = app_ids.iter().find(|a| req_ids.contains(a)) {
+        let msg = if approver.id == e.req.requester.id {
+            format!(
+                "{} requested {id} and cannot approve or deny it: the approver must be someone else",
+                approver.id
+            )
+        } else if e.req.requester.on_behalf_of.as_deref() == Some(approver.id.as_str()) {
+            format!(
+                "{id} was requested by {} acting on behalf of {}: the human behind an agent cannot approve that agent's action (four-eyes rule)",
+                e.req.requester.id, approver.id
+            )
+        } else {
+            format!(
+                "{} and the requester of {id} ({}) are the same person ({same}): the approver must be someone else",
+                approver.id, e.req.requester.id
+            )
+        };
+        return Err(DecideError::SelfApproval(msg));
+    }
+    if !is_eligible(approver, &e.req.approvers) {
+        return Err(DecideError::NotAnApprover(format!(
+            "{} may not decide {id}: approvers are {} (your groups: {})",
+            approver.id,
+            e.req.approvers.join(", "),
+            if approver.groups.is_empty() {
+                "none".to_string()
+            } else {
+                approver.groups.join(", ")
+            }
+        )));
+    }
+    let dup = e.votes.iter().any(|v| {
+        app_ids.contains(&v.approver.as_str())
+            || v.on_behalf_of
+                .as_deref()
+                .is_some_and(|h| app_ids.contains(&h))
+    });
+    if dup {
+        return Err(DecideError::DuplicateApprover(format!(
+            "{} already voted on {id}; it needs {} distinct approver(s)",
+            approver.id, e.req.min_approvals
+        )));
+    }
+    Ok(())
+}
+
 fn approver_auth(p: &Principal) -> String {
     let method = match p.auth.method {
         warden_core::AuthMethod::WardenKey => "warden key",
@@ -484,6 +545,7 @@ impl Broker {
             notifier: Notifier::new(&settings),
             settings,
             inner: Mutex::new(Inner::default()),
+            changes: tokio::sync::watch::Sender::new(0),
             me: me.clone(),
         })
     }
@@ -576,6 +638,7 @@ impl Broker {
         });
         tracing::info!(approval = %id, requester = %view.requester, connection = %view.connection, "action held for approval");
         self.notifier.send(EventKind::Requested, view);
+        self.changed();
         Ok(Hold { id, outcome: rx })
     }
 
@@ -627,6 +690,7 @@ impl Broker {
             let _ = tx.send(Outcome::TimedOut);
         }
         self.notifier.send(EventKind::Decided, view);
+        self.changed();
     }
 
     /// The requester gave up (client cancel or disconnect): records `withdrawn`.
@@ -662,6 +726,7 @@ impl Broker {
             });
         }
         self.notifier.send(EventKind::Decided, view);
+        self.changed();
     }
 
     /// An approver approves (`approve = true`) or denies. See the module docs for the
@@ -690,57 +755,7 @@ impl Broker {
             let Some(e) = inner.entries.get_mut(id) else {
                 return Err(DecideError::NotFound(id.to_string()));
             };
-            if e.state != State::Pending {
-                return Err(DecideError::AlreadyDecided {
-                    id: id.to_string(),
-                    state: e.state,
-                });
-            }
-            let req_ids = identities(&e.req.requester);
-            let app_ids = identities(approver);
-            if let Some(same) = app_ids.iter().find(|a| req_ids.contains(a)) {
-                let msg = if approver.id == e.req.requester.id {
-                    format!(
-                        "{} requested {id} and cannot approve or deny it: the approver must be someone else",
-                        approver.id
-                    )
-                } else if e.req.requester.on_behalf_of.as_deref() == Some(approver.id.as_str()) {
-                    format!(
-                        "{id} was requested by {} acting on behalf of {}: the human behind an agent cannot approve that agent's action (four-eyes rule)",
-                        e.req.requester.id, approver.id
-                    )
-                } else {
-                    format!(
-                        "{} and the requester of {id} ({}) are the same person ({same}): the approver must be someone else",
-                        approver.id, e.req.requester.id
-                    )
-                };
-                return Err(DecideError::SelfApproval(msg));
-            }
-            if !is_eligible(approver, &e.req.approvers) {
-                return Err(DecideError::NotAnApprover(format!(
-                    "{} may not decide {id}: approvers are {} (your groups: {})",
-                    approver.id,
-                    e.req.approvers.join(", "),
-                    if approver.groups.is_empty() {
-                        "none".to_string()
-                    } else {
-                        approver.groups.join(", ")
-                    }
-                )));
-            }
-            let dup = e.votes.iter().any(|v| {
-                app_ids.contains(&v.approver.as_str())
-                    || v.on_behalf_of
-                        .as_deref()
-                        .is_some_and(|h| app_ids.contains(&h))
-            });
-            if dup {
-                return Err(DecideError::DuplicateApprover(format!(
-                    "{} already voted on {id}; it needs {} distinct approver(s)",
-                    approver.id, e.req.min_approvals
-                )));
-            }
+            check_voter(e, id, approver)?;
             e.votes.push(vote);
             let auth = approver_auth(approver);
             if !approve {
@@ -854,6 +869,7 @@ impl Broker {
                     }
                 }
             }
+            self.changed();
             return Err(DecideError::Ledger(msg));
         }
 
@@ -885,6 +901,7 @@ impl Broker {
         if final_state != State::Pending {
             self.notifier.send(EventKind::Decided, view.clone());
         }
+        self.changed();
         Ok(view)
     }
 
@@ -899,6 +916,27 @@ impl Broker {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
         v.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Whether `approver` may vote on `id` now (`Ok`), or why not — exactly the checks
+    /// [`Broker::decide`] applies, without voting.
+    pub fn may_decide(&self, id: &str, approver: &Principal) -> Result<(), DecideError> {
+        let inner = self.lock();
+        let e = inner
+            .entries
+            .get(id)
+            .ok_or_else(|| DecideError::NotFound(id.to_string()))?;
+        check_voter(e, id, approver)
+    }
+
+    /// A receiver that changes whenever a hold is created, voted on or ends (for live
+    /// views: the console's event stream). The value is a change counter.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// One hold (pending or in the history).

@@ -12,6 +12,7 @@
 //! - [`bundle`]: offline evidence bundles (export, verify).
 //! - [`retention`]: pruning old records only after sealing them into a verified bundle.
 //! - [`sessions`]: session summaries.
+//! - [`console`]: bounded, indexed read queries for the web console and admin API.
 //!
 //! The `Store` is the handle the gateway and CLI use.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@
 pub mod bundle;
 pub mod chain;
 pub mod checkpoint;
+pub mod console;
 mod journal;
 pub mod keys;
 pub mod ledger;

@@ -1,6 +1,6 @@
 //! Sessions as the ledger saw them: one summary per `session_id`.
 use rusqlite::params_from_iter;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Store, StoreError};
 
@@ -15,7 +15,7 @@ pub struct SessionFilter {
     pub limit: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionSummary {
     pub session_id: String,
     pub principal: Option<String>,
@@ -33,6 +33,31 @@ pub struct SessionSummary {
     pub requests: u64,
     pub denied: u64,
     pub errors: u64,
+    /// `approval.requested` records (statements held for a human).
+    #[serde(default)]
+    pub approvals: u64,
+}
+
+/// A row of [`crate::console::SUMMARY_SELECT`] as a summary.
+pub(crate) fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionSummary> {
+    Ok(SessionSummary {
+        session_id: r.get(0)?,
+        principal: r.get(1)?,
+        connection: r.get(2)?,
+        started_at: r.get(3)?,
+        last_activity: r.get(4)?,
+        first_seq: r.get::<_, i64>(5)? as u64,
+        last_seq: r.get::<_, i64>(6)? as u64,
+        records: r.get::<_, i64>(7)? as u64,
+        requests: r.get::<_, i64>(8)? as u64,
+        denied: r.get::<_, i64>(9)? as u64,
+        errors: r.get::<_, Option<i64>>(10)?.unwrap_or(0) as u64,
+        ended_at: r.get(11)?,
+        protocol: r.get(12)?,
+        client: r.get(13)?,
+        purpose: r.get(14)?,
+        approvals: r.get::<_, Option<i64>>(15)?.unwrap_or(0) as u64,
+    })
 }
 
 impl Store {
@@ -56,14 +81,9 @@ impl Store {
         if let Some(c) = &filter.connection {
             add("SUM(connection = ?) > 0", c.clone());
         }
-        let mut sql = String::from(
-            "SELECT session_id, MAX(principal), MAX(connection), MIN(ts), MAX(ts), MIN(seq), MAX(seq), COUNT(*), \
-             SUM(kind = 'action.request'), SUM(kind = 'policy.denied'), \
-             SUM(kind = 'action.response' AND json_extract(body, '$.response.status') = 'error'), \
-             MAX(CASE WHEN kind = 'session.end' THEN ts END), \
-             MAX(json_extract(body, '$.protocol')), MAX(json_extract(body, '$.client')), \
-             MAX(json_extract(body, '$.purpose')) \
-             FROM records WHERE session_id IS NOT NULL GROUP BY session_id",
+        let mut sql = format!(
+            "{} FROM records WHERE session_id IS NOT NULL GROUP BY session_id",
+            crate::console::SUMMARY_SELECT
         );
         if !having.is_empty() {
             sql.push_str(" HAVING ");
@@ -78,25 +98,7 @@ impl Store {
         }
         let conn = self.reader()?;
         let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(params_from_iter(args), |r| {
-            Ok(SessionSummary {
-                session_id: r.get(0)?,
-                principal: r.get(1)?,
-                connection: r.get(2)?,
-                started_at: r.get(3)?,
-                last_activity: r.get(4)?,
-                first_seq: r.get::<_, i64>(5)? as u64,
-                last_seq: r.get::<_, i64>(6)? as u64,
-                records: r.get::<_, i64>(7)? as u64,
-                requests: r.get::<_, i64>(8)? as u64,
-                denied: r.get::<_, i64>(9)? as u64,
-                errors: r.get::<_, Option<i64>>(10)?.unwrap_or(0) as u64,
-                ended_at: r.get(11)?,
-                protocol: r.get(12)?,
-                client: r.get(13)?,
-                purpose: r.get(14)?,
-            })
-        })?;
+        let rows = stmt.query_map(params_from_iter(args), summary_from_row)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 }

@@ -19,7 +19,7 @@ pub struct AdminArgs {
         env = "WARDEN_ADMIN_URL",
         default_value = "http://127.0.0.1:8081"
     )]
-    admin_url: String,
+    pub(crate) admin_url: String,
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
@@ -75,7 +75,7 @@ fn token() -> anyhow::Result<String> {
 }
 
 /// The admin API's answer: status and JSON body.
-async fn call(
+pub(crate) async fn call(
     admin: &AdminArgs,
     method: &str,
     path: &str,
@@ -100,7 +100,7 @@ async fn call(
 }
 
 /// Explain a refusal on stderr; `Some(exit code)` when the status is not success.
-fn refusal(status: u16, v: &serde_json::Value, id: Option<&str>) -> Option<ExitCode> {
+pub(crate) fn refusal(status: u16, v: &serde_json::Value, id: Option<&str>) -> Option<ExitCode> {
     if (200..300).contains(&status) {
         return None;
     }

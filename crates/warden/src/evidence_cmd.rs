@@ -115,8 +115,19 @@ pub enum SessionsCmd {
         connection: Option<String>,
         #[arg(long)]
         limit: Option<u64>,
+        /// Only sessions with a denied statement.
+        #[arg(long)]
+        has_denials: bool,
+        /// Only sessions with a statement held for approval.
+        #[arg(long)]
+        has_approvals: bool,
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
+        /// Ask a running gateway's admin API instead of reading the store (credential in
+        /// WARDEN_TOKEN). Through the API, --since/--until select sessions that *started*
+        /// in the window, and at most 1000 (the newest) are listed.
+        #[arg(long, env = "WARDEN_ADMIN_URL")]
+        admin_url: Option<String>,
     },
     /// Replay one session in order: statements, decisions, denials, responses, timing.
     Replay {
@@ -126,6 +137,10 @@ pub enum SessionsCmd {
         id: String,
         #[arg(long, value_enum, default_value_t = OutFormat::Text)]
         format: OutFormat,
+        /// Ask a running gateway's admin API instead of reading the store (credential in
+        /// WARDEN_TOKEN).
+        #[arg(long, env = "WARDEN_ADMIN_URL")]
+        admin_url: Option<String>,
     },
 }
 
@@ -590,17 +605,61 @@ pub fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
             principal,
             connection,
             limit,
+            has_denials,
+            has_approvals,
             format,
+            admin_url,
         } => {
-            let cfg = load_offline(&config)?;
-            let store = open_store(&cfg)?;
-            let list = store.sessions(&SessionFilter {
-                since,
-                until,
-                principal,
-                connection,
-                limit,
-            })?;
+            let list = match admin_url {
+                Some(url) => {
+                    let mut q = vec![];
+                    for (k, v) in [
+                        ("since", since),
+                        ("until", until),
+                        ("principal", principal),
+                        ("connection", connection),
+                        ("limit", limit.map(|l| l.to_string())),
+                        ("has_denials", has_denials.then(|| "true".into())),
+                        ("has_approvals", has_approvals.then(|| "true".into())),
+                    ] {
+                        if let Some(v) = v {
+                            q.push(format!("{k}={}", query_escape(&v)));
+                        }
+                    }
+                    let path = format!("/api/v1/sessions?{}", q.join("&"));
+                    let v = match admin_get(url, &path)? {
+                        Ok(v) => v,
+                        Err(code) => return Ok(code),
+                    };
+                    let mut list: Vec<SessionSummary> =
+                        serde_json::from_value(v["sessions"].clone())
+                            .context("unexpected answer from the admin API")?;
+                    list.reverse(); // the API answers newest first; print oldest first
+                    list
+                }
+                None => {
+                    let cfg = load_offline(&config)?;
+                    let store = open_store(&cfg)?;
+                    let mut list = store.sessions(&SessionFilter {
+                        since,
+                        until,
+                        principal,
+                        connection,
+                        limit: if has_denials || has_approvals {
+                            None
+                        } else {
+                            limit
+                        },
+                    })?;
+                    list.retain(|s| {
+                        (!has_denials || s.denied > 0) && (!has_approvals || s.approvals > 0)
+                    });
+                    if let Some(l) = limit {
+                        list.truncate(usize::try_from(l).unwrap_or(usize::MAX));
+                    }
+                    list
+                }
+            };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             match format {
                 ListFormat::Json => {
@@ -648,7 +707,29 @@ pub fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
-        SessionsCmd::Replay { config, id, format } => {
+        SessionsCmd::Replay {
+            id,
+            format,
+            admin_url: Some(url),
+            ..
+        } => {
+            let path = format!("/api/v1/sessions/{}", query_escape(&id));
+            let v = match admin_get(url, &path)? {
+                Ok(v) => v,
+                Err(code) => return Ok(code),
+            };
+            let summary: SessionSummary = serde_json::from_value(v["session"].clone())
+                .context("unexpected answer from the admin API")?;
+            let records: Vec<EvidenceRecord> = serde_json::from_value(v["records"].clone())
+                .context("unexpected answer from the admin API")?;
+            print_replay(&summary, &records, format)
+        }
+        SessionsCmd::Replay {
+            config,
+            id,
+            format,
+            admin_url: None,
+        } => {
             let cfg = load_offline(&config)?;
             let store = open_store(&cfg)?;
             let all = store.sessions(&SessionFilter::default())?;
@@ -678,17 +759,53 @@ pub fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
                     true
                 },
             )?;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            if format == OutFormat::Json {
-                let v = serde_json::json!({"session": summary, "records": records});
-                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-            } else {
-                render_replay(&mut out, &summary, &records)?;
-            }
-            out.flush()?;
-            Ok(ExitCode::SUCCESS)
+            print_replay(&summary, &records, format)
         }
     }
+}
+
+fn print_replay(
+    summary: &SessionSummary,
+    records: &[EvidenceRecord],
+    format: OutFormat,
+) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if format == OutFormat::Json {
+        let v = serde_json::json!({"session": summary, "records": records});
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        render_replay(&mut out, summary, records)?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Percent-encode a query or path value.
+fn query_escape(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~:".contains(&b) {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+/// GET `path` from the admin API (the same client as `warden approvals`): the JSON
+/// answer, or the exit code after explaining a refusal.
+fn admin_get(url: String, path: &str) -> anyhow::Result<Result<serde_json::Value, ExitCode>> {
+    let admin = crate::approvals_cmd::AdminArgs { admin_url: url };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (status, v) = rt.block_on(crate::approvals_cmd::call(&admin, "GET", path, None))?;
+    Ok(match crate::approvals_cmd::refusal(status, &v, None) {
+        Some(code) => Err(code),
+        None => Ok(v),
+    })
 }
 
 fn parse_ts(s: &str) -> Option<time::OffsetDateTime> {

@@ -4,6 +4,7 @@
 mod approvals_cmd;
 mod cli;
 mod config;
+mod console_cfg;
 mod evidence_cmd;
 mod init;
 mod masking_cfg;

@@ -127,14 +127,30 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the admin listener on {addr}"))?;
-        tracing::info!(%addr, "admin API ready");
+        tracing::info!(%addr, "admin API and web console ready");
         let mut rx = stop_rx.clone();
-        let (broker, auth) = (broker.clone(), pipeline.clone());
+        // The console signs export bundles with the checkpoint key (the checkpointer
+        // above created it if it was missing).
+        let signer = warden_store::Signer::load(&cfg.signing_key)
+            .map(Arc::new)
+            .map_err(|e| tracing::warn!(error = %e, "console: no signing key; evidence export is unavailable"))
+            .ok();
+        let parts = warden_admin::AdminParts {
+            broker: broker.clone(),
+            auth: pipeline.clone(),
+            evidence: Some(warden_admin::EvidenceSource {
+                store: store.clone(),
+                public_keys: signer.iter().map(|s| s.public().clone()).collect(),
+                signer,
+                config: crate::console_cfg::overview(&cfg),
+            }),
+            console: crate::console_cfg::settings(&cfg),
+        };
         tasks.push(tokio::spawn(async move {
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = warden_admin::serve(listener, broker, auth, stop).await {
+            if let Err(e) = warden_admin::serve_all(listener, parts, stop).await {
                 tracing::error!(error = %e, "admin API stopped");
             }
         }));

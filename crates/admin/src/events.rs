@@ -1,0 +1,43 @@
+//! `GET /api/v1/approvals/events`: server-sent events for the approvals inbox.
+//!
+//! On connect and after every change of a hold (created, voted on, approved, denied,
+//! timed out, withdrawn — [`warden_approvals::Broker::subscribe`]), one event
+//! `approvals` whose data is the same JSON as `GET /api/v1/approvals` for this caller
+//! (each hold with `may_decide`). A comment line every 15 s keeps proxies from closing
+//! the stream. The stream ends when the gateway shuts down.
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use warden_core::Principal;
+
+use crate::{AppState, Authenticator, list_for};
+
+pub(crate) async fn stream<A: Authenticator>(
+    State(st): State<AppState<A>>,
+    axum::Extension(p): axum::Extension<Principal>,
+) -> Response {
+    let changes = st.broker.subscribe();
+    let state = (st, p, changes, true);
+    let events = futures_util::stream::unfold(state, |(st, p, mut changes, first)| async move {
+        if !first {
+            let mut stopping = st.stopping.clone();
+            if *stopping.borrow() {
+                return None;
+            }
+            tokio::select! {
+                r = changes.changed() => r.ok()?,
+                _ = stopping.wait_for(|s| *s) => return None,
+            }
+        }
+        changes.borrow_and_update();
+        let data = list_for(&st.broker, false, &p).to_string();
+        let ev = Event::default().event("approvals").data(data);
+        Some((Ok::<_, Infallible>(ev), (st, p, changes, false)))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}

@@ -1,0 +1,470 @@
+//! Read-only queries behind the web console and the admin API (issue 9): recent sessions
+//! with filters, audit search newest-first with free text, counts per day, who is active
+//! now. Every query is bounded (a `LIMIT`, a time window, or both) and driven by one of
+//! the `records` indexes (`ts`, `kind`, `session_id`, `principal`, `connection`), so a
+//! page costs milliseconds on a store of 100 000 records (docs/benchmarks.md, "Console").
+use rusqlite::params_from_iter;
+use rusqlite::types::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::sessions::SessionSummary;
+use crate::sqlite::normalize_ts;
+use crate::{RecordFilter, Store, StoreError};
+
+/// Most rows one console query returns.
+pub const MAX_PAGE: u64 = 1000;
+
+/// Which sessions: those that **started** in `[since, until)`, newest first.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RecentSessions {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub principal: Option<String>,
+    pub connection: Option<String>,
+    /// Only sessions with at least one `policy.denied` record.
+    #[serde(default)]
+    pub has_denials: bool,
+    /// Only sessions with at least one `approval.requested` record.
+    #[serde(default)]
+    pub has_approvals: bool,
+    /// At most this many (default 100, at most [`MAX_PAGE`]).
+    pub limit: Option<u64>,
+}
+
+/// A search over records, newest first, one page at a time.
+#[derive(Debug, Clone, Default)]
+pub struct RecordSearch {
+    pub filter: RecordFilter,
+    /// Case-insensitive substring of the statement / request line (`action.text`).
+    pub text: Option<String>,
+    /// Only records with `seq` below this (the next page).
+    pub before_seq: Option<u64>,
+}
+
+/// Records per UTC day.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DayCount {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub records: u64,
+    pub requests: u64,
+    pub denied: u64,
+    pub approvals: u64,
+    pub auth_failed: u64,
+}
+
+/// A session with recent activity and no `session.end`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActiveSession {
+    pub session_id: String,
+    pub principal: Option<String>,
+    pub connection: Option<String>,
+    pub last_activity: String,
+    /// Records in the window.
+    pub records: u64,
+}
+
+fn limit_of(l: Option<u64>, default: u64) -> i64 {
+    l.unwrap_or(default).clamp(1, MAX_PAGE) as i64
+}
+
+impl Store {
+    /// Sessions that started in the window, newest first, with the same summary as
+    /// [`Store::sessions`]. Driven by the `kind` index (`session.start` records, walked
+    /// newest first) and the `session_id` index for the filters and the summaries.
+    pub fn recent_sessions(&self, f: &RecentSessions) -> Result<Vec<SessionSummary>, StoreError> {
+        let mut args: Vec<Value> = Vec::new();
+        let mut cond = String::from("kind = 'session.start' AND session_id IS NOT NULL");
+        // `clause` with `?` where the argument goes.
+        let mut add = |clause: &str, v: String| {
+            args.push(v.into());
+            let n = format!("?{}", args.len());
+            cond.push_str(" AND ");
+            cond.push_str(&clause.replace('?', &n));
+        };
+        if let Some(s) = &f.since {
+            add("ts >= ?", normalize_ts(s)?);
+        }
+        if let Some(u) = &f.until {
+            add("ts < ?", normalize_ts(u)?);
+        }
+        if let Some(p) = &f.principal {
+            add("principal = ?", p.clone());
+        }
+        if let Some(c) = &f.connection {
+            add("connection = ?", c.clone());
+        }
+        if f.has_denials {
+            cond.push_str(
+                " AND EXISTS (SELECT 1 FROM records d WHERE d.session_id = s.session_id AND d.kind = 'policy.denied')",
+            );
+        }
+        if f.has_approvals {
+            cond.push_str(
+                " AND EXISTS (SELECT 1 FROM records d WHERE d.session_id = s.session_id AND d.kind = 'approval.requested')",
+            );
+        }
+        args.push(Value::Integer(limit_of(f.limit, 100)));
+        let sql = format!(
+            "WITH c AS (SELECT s.session_id FROM records s INDEXED BY records_kind WHERE {cond} \
+             ORDER BY s.seq DESC LIMIT ?{n}) \
+             {SUMMARY_SELECT} FROM records WHERE session_id IN (SELECT session_id FROM c) \
+             GROUP BY session_id ORDER BY MIN(seq) DESC",
+            n = args.len()
+        );
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(args), crate::sessions::summary_from_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// One session's summary by exact id, or by a unique prefix of it.
+    /// `Ok(Err(n))` when the prefix matches `n` != 1 sessions.
+    pub fn find_session(&self, id: &str) -> Result<Result<SessionSummary, usize>, StoreError> {
+        let conn = self.reader()?;
+        let exact: Option<String> = conn
+            .query_row(
+                "SELECT session_id FROM records WHERE session_id = ?1 LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .ok();
+        let sid = match exact {
+            Some(s) => s,
+            None => {
+                // Prefix: a range on the session_id index (ids are ASCII).
+                let mut stmt = conn.prepare(
+                    "SELECT DISTINCT session_id FROM records WHERE session_id >= ?1 AND session_id < ?2 LIMIT 2",
+                )?;
+                let upper = format!("{id}\u{10FFFF}");
+                let ids: Vec<String> = stmt
+                    .query_map([id, upper.as_str()], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                match ids.as_slice() {
+                    [one] => one.clone(),
+                    other => return Ok(Err(other.len())),
+                }
+            }
+        };
+        let sql =
+            format!("{SUMMARY_SELECT} FROM records WHERE session_id = ?1 GROUP BY session_id");
+        let s = conn.query_row(&sql, [sid], crate::sessions::summary_from_row)?;
+        Ok(Ok(s))
+    }
+
+    /// Records matching `search`, newest first, at most `filter.limit` (default 100,
+    /// at most [`MAX_PAGE`]); each is passed to `each` as (seq, stored JSON body).
+    pub fn search_records(
+        &self,
+        search: &RecordSearch,
+        each: &mut dyn FnMut(u64, String),
+    ) -> Result<u64, StoreError> {
+        let f = &search.filter;
+        let mut sql = String::from("SELECT seq, body FROM records WHERE 1=1");
+        let mut args: Vec<Value> = Vec::new();
+        // `clause` with `?` where the argument goes.
+        let mut add = |clause: &str, v: Value| {
+            args.push(v);
+            let n = format!("?{}", args.len());
+            sql.push_str(" AND ");
+            sql.push_str(&clause.replace('?', &n));
+        };
+        if let Some(s) = &f.since {
+            add("ts >= ?", normalize_ts(s)?.into());
+        }
+        if let Some(u) = &f.until {
+            add("ts < ?", normalize_ts(u)?.into());
+        }
+        if let Some(p) = &f.principal {
+            add("principal = ?", p.clone().into());
+        }
+        if let Some(c) = &f.connection {
+            add("connection = ?", c.clone().into());
+        }
+        if let Some(k) = &f.kind {
+            add("kind = ?", k.clone().into());
+        }
+        if let Some(s) = &f.session_id {
+            add("session_id = ?", s.clone().into());
+        }
+        if let Some(b) = search.before_seq {
+            add(
+                "seq < ?",
+                Value::Integer(i64::try_from(b).unwrap_or(i64::MAX)),
+            );
+        }
+        if let Some(t) = search.text.as_deref().filter(|t| !t.is_empty()) {
+            // A cheap substring test on the stored body first (no JSON parse), then the
+            // exact one on the statement for the rows that pass.
+            let t = t.to_lowercase();
+            add("instr(lower(body), ?) > 0", t.clone().into());
+            add(
+                "instr(lower(json_extract(body, '$.action.text')), ?) > 0",
+                t.into(),
+            );
+        }
+        args.push(Value::Integer(limit_of(f.limit, 100)));
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", args.len()));
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(&sql)?;
+        let mut rows = stmt.query(params_from_iter(args))?;
+        let mut n = 0;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            each(seq as u64, row.get(1)?);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Records per UTC day from `since` on (oldest day first), with requests, denials,
+    /// approval requests and failed logins. Counts per day come from the `ts` index
+    /// alone; the per-kind counts from the `kind` index.
+    pub fn counts_per_day(&self, since: &str) -> Result<Vec<DayCount>, StoreError> {
+        let since = normalize_ts(since)?;
+        let conn = self.reader()?;
+        let mut days: std::collections::BTreeMap<String, DayCount> = Default::default();
+        let mut stmt = conn.prepare(
+            "SELECT substr(ts, 1, 10) AS d, COUNT(*) FROM records INDEXED BY records_ts \
+             WHERE ts >= ?1 GROUP BY d",
+        )?;
+        let mut rows = stmt.query([&since])?;
+        while let Some(r) = rows.next()? {
+            let day: String = r.get(0)?;
+            let n: i64 = r.get(1)?;
+            days.insert(
+                day.clone(),
+                DayCount {
+                    day,
+                    records: n as u64,
+                    requests: 0,
+                    denied: 0,
+                    approvals: 0,
+                    auth_failed: 0,
+                },
+            );
+        }
+        for kind in [
+            "action.request",
+            "policy.denied",
+            "approval.requested",
+            "auth.failed",
+        ] {
+            let mut stmt = conn.prepare_cached(
+                "SELECT substr(ts, 1, 10) AS d, COUNT(*) FROM records INDEXED BY records_kind \
+                 WHERE kind = ?1 AND ts >= ?2 GROUP BY d",
+            )?;
+            let mut rows = stmt.query([kind, since.as_str()])?;
+            while let Some(r) = rows.next()? {
+                let day: String = r.get(0)?;
+                let n = r.get::<_, i64>(1)? as u64;
+                if let Some(d) = days.get_mut(&day) {
+                    match kind {
+                        "action.request" => d.requests = n,
+                        "policy.denied" => d.denied = n,
+                        "approval.requested" => d.approvals = n,
+                        _ => d.auth_failed = n,
+                    }
+                }
+            }
+        }
+        Ok(days.into_values().collect())
+    }
+
+    /// Sessions with a record at or after `since` and no `session.end`, most recently
+    /// active first (the `ts` index bounds the scan to the window).
+    pub fn active_sessions(&self, since: &str) -> Result<Vec<ActiveSession>, StoreError> {
+        let since = normalize_ts(since)?;
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT session_id, MAX(principal), MAX(connection), MAX(ts), COUNT(*) \
+             FROM records INDEXED BY records_ts WHERE ts >= ?1 AND session_id IS NOT NULL \
+             GROUP BY session_id HAVING SUM(kind = 'session.end') = 0 \
+             ORDER BY MAX(ts) DESC LIMIT 200",
+        )?;
+        let rows = stmt.query_map([since], |r| {
+            Ok(ActiveSession {
+                session_id: r.get(0)?,
+                principal: r.get(1)?,
+                connection: r.get(2)?,
+                last_activity: r.get(3)?,
+                records: r.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+/// The summary columns of a session (one `GROUP BY session_id` row);
+/// see [`crate::sessions::summary_from_row`].
+pub(crate) const SUMMARY_SELECT: &str = "SELECT session_id, MAX(principal), MAX(connection), MIN(ts), MAX(ts), MIN(seq), MAX(seq), COUNT(*), \
+     SUM(kind = 'action.request'), SUM(kind = 'policy.denied'), \
+     SUM(kind = 'action.response' AND json_extract(body, '$.response.status') = 'error'), \
+     MAX(CASE WHEN kind = 'session.end' THEN ts END), \
+     MAX(json_extract(body, '$.protocol')), MAX(json_extract(body, '$.client')), \
+     MAX(json_extract(body, '$.purpose')), SUM(kind = 'approval.requested')";
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use warden_core::{ActionInfo, AuthInfo, AuthMethod, EvidenceRecord, Principal, RecordKind};
+
+    use super::*;
+    use crate::Durability;
+
+    fn open(dir: &Path) -> Store {
+        Store::open("sqlite://data/evidence.db", dir, Durability::Process).unwrap()
+    }
+
+    fn rec(ts: &str, session: &str, who: &str, kind: RecordKind, text: &str) -> EvidenceRecord {
+        let mut r = EvidenceRecord::new(kind);
+        r.ts = ts.into();
+        r.session_id = Some(session.into());
+        r.principal = Some(Principal {
+            id: who.into(),
+            groups: vec![],
+            auth: AuthInfo {
+                method: AuthMethod::WardenKey,
+                issuer: None,
+                subject: None,
+            },
+            on_behalf_of: None,
+        });
+        r.connection = Some("orders".into());
+        if !text.is_empty() {
+            r.action = Some(ActionInfo {
+                kind: "sql".into(),
+                text: text.into(),
+                ..Default::default()
+            });
+        }
+        r
+    }
+
+    #[tokio::test]
+    async fn sessions_search_counts_and_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let l = store.ledger();
+        use RecordKind::*;
+        for r in [
+            rec(
+                "2026-11-25T10:00:00.000000000Z",
+                "a",
+                "agent:x",
+                SessionStart,
+                "",
+            ),
+            rec(
+                "2026-11-25T10:00:01.000000000Z",
+                "a",
+                "agent:x",
+                ActionRequest,
+                "SELECT 1",
+            ),
+            rec(
+                "2026-11-25T10:00:02.000000000Z",
+                "a",
+                "agent:x",
+                SessionEnd,
+                "",
+            ),
+            rec(
+                "2026-11-26T10:00:00.000000000Z",
+                "b",
+                "agent:y",
+                SessionStart,
+                "",
+            ),
+            rec(
+                "2026-11-26T10:00:01.000000000Z",
+                "b",
+                "agent:y",
+                PolicyDenied,
+                "DELETE FROM items",
+            ),
+            rec(
+                "2026-11-26T10:00:02.000000000Z",
+                "b",
+                "agent:y",
+                ApprovalRequested,
+                "UPDATE items SET x = 1",
+            ),
+            rec(
+                "2026-11-26T10:00:03.000000000Z",
+                "c",
+                "agent:x",
+                SessionStart,
+                "",
+            ),
+        ] {
+            l.append(r).await.unwrap();
+        }
+        let all = store.recent_sessions(&RecentSessions::default()).unwrap();
+        let ids: Vec<&str> = all.iter().map(|s| s.session_id.as_str()).collect();
+        assert_eq!(ids, ["c", "b", "a"], "newest first");
+        assert_eq!(all[1].denied, 1);
+        assert_eq!(all[1].approvals, 1);
+        let f = |m: fn(&mut RecentSessions)| {
+            let mut q = RecentSessions::default();
+            m(&mut q);
+            store
+                .recent_sessions(&q)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.session_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(f(|q| q.has_denials = true), ["b"]);
+        assert_eq!(f(|q| q.has_approvals = true), ["b"]);
+        assert_eq!(f(|q| q.principal = Some("agent:x".into())), ["c", "a"]);
+        assert_eq!(f(|q| q.since = Some("2026-11-26".into())), ["c", "b"]);
+        assert_eq!(f(|q| q.until = Some("2026-11-26".into())), ["a"]);
+        assert_eq!(f(|q| q.limit = Some(1)), ["c"]);
+
+        assert_eq!(store.find_session("b").unwrap().unwrap().records, 3);
+        assert!(store.find_session("zz").unwrap().is_err());
+
+        let mut seen = Vec::new();
+        let search = RecordSearch {
+            text: Some("items".into()),
+            ..Default::default()
+        };
+        store
+            .search_records(&search, &mut |seq, _| seen.push(seq))
+            .unwrap();
+        assert_eq!(seen, [6, 5], "newest first, statement text only");
+        seen.clear();
+        let search = RecordSearch {
+            text: Some("delete".into()),
+            before_seq: Some(6),
+            ..Default::default()
+        };
+        store
+            .search_records(&search, &mut |seq, _| seen.push(seq))
+            .unwrap();
+        assert_eq!(seen, [5], "case-insensitive, paged by seq");
+        seen.clear();
+        let search = RecordSearch {
+            text: Some("orders".into()), // in the body (connection) but not in a statement
+            ..Default::default()
+        };
+        store
+            .search_records(&search, &mut |seq, _| seen.push(seq))
+            .unwrap();
+        assert!(seen.is_empty());
+
+        let days = store.counts_per_day("2026-11-20").unwrap();
+        assert_eq!(days.len(), 2);
+        assert_eq!((days[0].records, days[0].requests), (3, 1));
+        assert_eq!(
+            (days[1].records, days[1].denied, days[1].approvals),
+            (4, 1, 1)
+        );
+
+        let active = store.active_sessions("2026-11-20").unwrap();
+        let ids: Vec<&str> = active.iter().map(|s| s.session_id.as_str()).collect();
+        assert_eq!(ids, ["c", "b"], "a ended");
+    }
+}
