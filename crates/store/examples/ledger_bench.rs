@@ -1,6 +1,11 @@
 //! Evidence ledger figures for docs/benchmarks.md.
 //!
 //! cargo run --release -p warden-store --example ledger_bench [-- SECONDS_PER_CASE]
+//!     [--append-only] [--durability process|fsync]... [--writers N]...
+//!
+//! `--append-only` skips the verification and bundle sections; `--durability` and
+//! `--writers` (repeatable) pick the append cases (default: both levels × 1, 8, 64).
+//! bench/run.sh runs one case per invocation to interleave them with the other targets.
 //!
 //! - append throughput (records/s) with 1, 8 and 64 concurrent writers, each awaiting
 //!   its own commit (as the gateway does before forwarding a statement), per durability;
@@ -98,23 +103,63 @@ fn append_case(durability: Durability, writers: u64, budget: Duration) -> (u64, 
     (n, n as f64 / secs)
 }
 
+struct Args {
+    secs: f64,
+    append_only: bool,
+    durabilities: Vec<(&'static str, Durability)>,
+    writers: Vec<u64>,
+}
+
+fn args() -> Args {
+    let usage = "usage: ledger_bench [SECONDS] [--append-only] [--durability process|fsync]... [--writers N]...";
+    let mut a = Args {
+        secs: 5.0,
+        append_only: false,
+        durabilities: Vec::new(),
+        writers: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--append-only" => a.append_only = true,
+            "--durability" => match it.next().as_deref() {
+                Some("process") => a.durabilities.push(("process", Durability::Process)),
+                Some("fsync") => a.durabilities.push(("fsync", Durability::Fsync)),
+                _ => panic!("{usage}"),
+            },
+            "--writers" => a
+                .writers
+                .push(it.next().and_then(|s| s.parse().ok()).expect(usage)),
+            s => a.secs = s.parse().expect(usage),
+        }
+    }
+    if a.durabilities.is_empty() {
+        a.durabilities = vec![
+            ("process", Durability::Process),
+            ("fsync", Durability::Fsync),
+        ];
+    }
+    if a.writers.is_empty() {
+        a.writers = vec![1, 8, 64];
+    }
+    a
+}
+
 fn main() {
-    let secs: u64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let budget = Duration::from_secs(secs);
+    let a = args();
+    let secs = a.secs;
+    let budget = Duration::from_secs_f64(secs);
     println!("## append throughput ({secs} s per case, each writer awaits its commit)\n");
     println!("| durability | writers | records | records/s |");
     println!("|---|---:|---:|---:|");
-    for (name, d) in [
-        ("process", Durability::Process),
-        ("fsync", Durability::Fsync),
-    ] {
-        for writers in [1u64, 8, 64] {
+    for &(name, d) in &a.durabilities {
+        for &writers in &a.writers {
             let (n, rate) = append_case(d, writers, budget);
             println!("| {name} | {writers} | {n} | {rate:.0} |");
         }
+    }
+    if a.append_only {
+        return;
     }
 
     // Verification and bundles on a 200k-record store.
