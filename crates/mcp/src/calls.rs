@@ -383,19 +383,17 @@ fn pending(
         "Warden: held for approval {id} by {approvers} (rule {}). It has NOT run yet. An approver runs `warden approvals approve {id}`. Poll approval_status {{\"id\": \"{id}\"}}; once approved, call {tool} again with the same arguments plus \"approval_id\": \"{id}\".",
         decision.rules.join(", ")
     );
-    ToolResult {
-        structured: json!({
-            "status": "pending_approval",
-            "approval_id": id,
-            "approvers": decision.approvers,
-            "rules": decision.rules,
-            "expires_in_seconds": seconds_left,
-            "link": link,
-            "message": message,
-        }),
-        text: message,
-        is_error: false,
-    }
+    // Not an error: the call is parked. The text is the JSON itself, so an agent that only
+    // reads text content still finds the approval id under a fixed key.
+    ToolResult::ok(json!({
+        "status": "pending_approval",
+        "approval_id": id,
+        "approvers": decision.approvers,
+        "rules": decision.rules,
+        "expires_in_seconds": seconds_left,
+        "link": link,
+        "message": message,
+    }))
 }
 
 /// The approval phase of an `approve` decision (called with the slot's gate held).

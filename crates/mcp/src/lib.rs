@@ -474,6 +474,23 @@ impl McpServer {
         {
             return self.initialize(id, params.clone(), principal, peer);
         }
+        // Newer clients probe `server/discover` (stateless protocol) before falling back
+        // to `initialize`: answer it plainly as unsupported.
+        if let Body::Single(Ok(Message::Request { id, method, .. })) = &body
+            && method == "server/discover"
+            && !parts.headers.contains_key("mcp-session-id")
+        {
+            return rpc_response(
+                StatusCode::OK,
+                jsonrpc::err(
+                    id,
+                    &RpcError::new(
+                        jsonrpc::METHOD_NOT_FOUND,
+                        "method not found: `server/discover` (use `initialize`)",
+                    ),
+                ),
+            );
+        }
         let session = match self.session_for(&parts.headers, &principal) {
             Ok(s) => s,
             Err(r) => {
