@@ -917,6 +917,17 @@ impl Config {
         let approvals =
             approvals_settings(&mut ctx, raw.approvals.as_ref(), admin_listen.as_deref());
         let mcp = mcp_settings(&mut ctx, raw.mcp.as_ref());
+        if mcp.is_some() {
+            for (i, c) in raw.connections.iter().enumerate() {
+                if c.name.get_ref() == "mcp" {
+                    ctx.err(
+                        format!("connections[{i}].name"),
+                        Some(c.name.span()),
+                        "`mcp` is the MCP server's path on the HTTP listener (/mcp); rename the connection or set [mcp] enabled = false",
+                    );
+                }
+            }
+        }
 
         if ctx.errors.is_empty() {
             Ok(Config {
@@ -1024,11 +1035,11 @@ fn mcp_settings(ctx: &mut Ctx<'_>, raw: Option<&RawMcp>) -> Option<McpSettings> 
             ),
         }
     }
-    let mut dur = |ctx: &mut Ctx<'_>,
-                   key: &str,
-                   v: &Option<S>,
-                   zero_ok: bool,
-                   out: &mut std::time::Duration| {
+    let dur = |ctx: &mut Ctx<'_>,
+               key: &str,
+               v: &Option<S>,
+               zero_ok: bool,
+               out: &mut std::time::Duration| {
         let Some(v) = v else { return };
         match warden_core::time_fmt::parse_duration(&ctx.expand(key, v)) {
             Ok(d) if d.is_positive() || (zero_ok && d.is_zero()) => {
@@ -1317,5 +1328,12 @@ grant = "1h"
         .unwrap();
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["mcp.max_rows", "mcp.call_timeout"], "{errs:?}");
+        let clash = "[[connections]]\nname = \"mcp\"\nprotocol = \"http\"\nupstream = \"http://127.0.0.1:1\"\n";
+        let errs = Config::parse(clash, Path::new("w.toml"), Path::new("."))
+            .err()
+            .unwrap();
+        assert_eq!(errs[0].key, "connections[0].name", "{errs:?}");
+        let text = format!("{clash}[mcp]\nenabled = false\n");
+        assert!(Config::parse(&text, Path::new("w.toml"), Path::new(".")).is_ok());
     }
 }
