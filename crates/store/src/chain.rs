@@ -102,6 +102,43 @@ fn write_object(out: &mut String, map: &serde_json::Map<String, Value>, top: Top
         TopHash::Insert(h) => Some(Value::String(h.to_string())),
         _ => None,
     };
+    // serde_json's default map is sorted already: write it as it iterates, `hash` slotted
+    // into its place. (With the `preserve_order` feature enabled anywhere in the build it
+    // is not sorted: then sort.)
+    if map.keys().is_sorted_by(|a, b| a.as_bytes() <= b.as_bytes()) {
+        let mut insert = match top {
+            TopHash::Insert(h) => Some(h),
+            _ => None,
+        };
+        out.push('{');
+        let mut first = true;
+        let mut entry = |out: &mut String, k: &str, write: &mut dyn FnMut(&mut String)| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            write_str(out, k);
+            out.push(':');
+            write(out);
+        };
+        for (k, v) in map {
+            if !matches!(top, TopHash::Keep) && k == "hash" {
+                continue;
+            }
+            if let Some(h) = insert
+                && "hash".as_bytes() < k.as_bytes()
+            {
+                entry(out, "hash", &mut |o| write_str(o, h));
+                insert = None;
+            }
+            entry(out, k, &mut |o| write_value(o, v));
+        }
+        if let Some(h) = insert {
+            entry(out, "hash", &mut |o| write_str(o, h));
+        }
+        out.push('}');
+        return;
+    }
     let mut entries: Vec<(&str, &Value)> = map
         .iter()
         .filter(|(k, _)| matches!(top, TopHash::Keep) || k.as_str() != "hash")

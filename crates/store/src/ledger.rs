@@ -43,6 +43,9 @@ const INDEX_LINGER: Duration = Duration::from_millis(2);
 const TRUNCATE_AT: u64 = 1 << 20;
 /// Ids of this many recent records are remembered to refuse a record appended twice.
 const RECENT_IDS: usize = 4096;
+/// Background records (nobody waits on them) are written to the log with the next
+/// awaited record, by the indexer before it indexes them, or once this many bytes wait.
+const PENDING_MAX: usize = 64 * 1024;
 
 /// How durable an acknowledged append is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -133,8 +136,38 @@ struct Chain {
     journal: Journal,
     /// Set when the log can no longer be trusted (a failed write could not be undone).
     broken: Option<String>,
+    /// Lines of background records placed in the chain but not yet written.
+    pending: Vec<u8>,
+    /// The seq of the last line in `pending`.
+    pending_last: u64,
+    syncer: Option<Arc<Syncer>>,
     recent: VecDeque<String>,
     recent_set: HashSet<String>,
+}
+
+impl Chain {
+    /// Write `pending` (which ends with the line of record `last`) in one `write(2)`.
+    fn write_pending(&mut self, last: u64) -> Result<(), String> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.pending);
+        let result = self.journal.append(&buf);
+        self.pending = buf;
+        self.pending.clear();
+        if let Err((e, broken)) = result {
+            let what = format!("cannot write {}: {e}", self.journal.path().display());
+            if broken {
+                self.broken = Some(format!("{what} (and cannot undo a partial write)"));
+            }
+            return Err(what);
+        }
+        if let Some(s) = &self.syncer {
+            lock(&s.state).written = last;
+            s.wake.notify_one();
+        }
+        Ok(())
+    }
 }
 
 /// Counters shared with the indexer.
@@ -229,7 +262,22 @@ impl Ledger {
             threads: Mutex::new(Vec::new()),
         };
         match start(&cfg, &shared) {
-            Ok((chain, conn)) => {
+            Ok((mut chain, conn)) => {
+                if cfg.durability == Durability::Fsync {
+                    match start_syncer(&chain.journal) {
+                        Ok((syncer, handle)) => {
+                            lock(&inner.threads).push(handle);
+                            chain.syncer = Some(syncer.clone());
+                            inner.syncer = Some(syncer);
+                        }
+                        Err(e) => {
+                            inner.chain = Err(e);
+                            return Ledger {
+                                inner: Arc::new(inner),
+                            };
+                        }
+                    }
+                }
                 let chain = Arc::new(Mutex::new(chain));
                 let (tx, rx) = mpsc::channel();
                 let indexer = Indexer {
@@ -254,20 +302,6 @@ impl Ledger {
                         return Ledger {
                             inner: Arc::new(inner),
                         };
-                    }
-                }
-                if cfg.durability == Durability::Fsync {
-                    match start_syncer(&lock(&chain).journal) {
-                        Ok((syncer, handle)) => {
-                            lock(&inner.threads).push(handle);
-                            inner.syncer = Some(syncer);
-                        }
-                        Err(e) => {
-                            inner.chain = Err(e);
-                            return Ledger {
-                                inner: Arc::new(inner),
-                            };
-                        }
                     }
                 }
                 inner.chain = Ok(chain);
@@ -319,7 +353,7 @@ impl Ledger {
         rec: EvidenceRecord,
     ) -> impl std::future::Future<Output = Result<Appended, LedgerError>> + Send + 'static + use<>
     {
-        let placed = self.place(rec);
+        let placed = self.place(rec, true);
         let synced = match (&placed, &self.inner.syncer) {
             (Ok(_), Some(s)) => Some(s.synced.subscribe()),
             _ => None,
@@ -349,7 +383,7 @@ impl Ledger {
     /// [`Ledger::flush`].
     pub fn append_background(&self, rec: EvidenceRecord) {
         let id = rec.id.clone();
-        if let Err(e) = self.place(rec) {
+        if let Err(e) = self.place(rec, false) {
             self.inner
                 .shared
                 .background_failures
@@ -439,7 +473,9 @@ impl Ledger {
     }
 
     /// Place `rec` in the chain and write it to the log.
-    fn place(&self, mut rec: EvidenceRecord) -> Result<Appended, LedgerError> {
+    /// `awaited`: written to the log now (with any background lines before it);
+    /// otherwise the line waits in `pending` (see [`PENDING_MAX`]).
+    fn place(&self, mut rec: EvidenceRecord, awaited: bool) -> Result<Appended, LedgerError> {
         let inner = &*self.inner;
         let chain = inner.chain.as_ref().map_err(|e| unavailable(e.clone()))?;
         if !inner.shared.alive.load(Ordering::Relaxed) {
@@ -482,16 +518,16 @@ impl Ledger {
         rec.prev_hash.clone_from(&c.hash);
         fields.insert("seq".into(), rec.seq.into());
         fields.insert("prev_hash".into(), rec.prev_hash.clone().into());
-        let (hash, mut line) = chain::hash_and_body(&value);
-        line.push('\n');
-        if let Err((e, broken)) = c.journal.append(line.as_bytes()) {
-            let what = format!("cannot write {}: {e}", c.journal.path().display());
-            if broken {
-                c.broken = Some(format!("{what} (and cannot undo a partial write)"));
-            }
-            return Err(unavailable(what));
+        let (hash, line) = chain::hash_and_body(&value);
+        c.pending.extend_from_slice(line.as_bytes());
+        c.pending.push(b'\n');
+        if awaited || c.pending.len() >= PENDING_MAX {
+            // On failure the background lines before this one are not in the log, but they
+            // are queued for indexing, which is what the log would have been used for.
+            c.write_pending(rec.seq).map_err(unavailable)?;
+        } else {
+            c.pending_last = rec.seq;
         }
-        line.pop();
         rec.hash = hash;
         c.seq = rec.seq;
         c.hash.clone_from(&rec.hash);
@@ -504,10 +540,6 @@ impl Ledger {
         c.recent.push_back(rec.id.clone());
         c.recent_set.insert(rec.id.clone());
         inner.shared.backlog.fetch_add(1, Ordering::Relaxed);
-        if let Some(s) = &inner.syncer {
-            lock(&s.state).written = rec.seq;
-            s.wake.notify_one();
-        }
         let row = IndexRow::new(&rec, line);
         if self.send(IndexCmd::Row(Box::new(row))).is_err() {
             // Written but never to be indexed by this process: recovery indexes it on the
@@ -567,6 +599,9 @@ fn start(cfg: &WriterConfig, shared: &Shared) -> Result<(Chain, Connection), Str
             hash,
             journal,
             broken: None,
+            pending: Vec::with_capacity(PENDING_MAX),
+            pending_last: 0,
+            syncer: None,
             recent: VecDeque::with_capacity(RECENT_IDS),
             recent_set: HashSet::with_capacity(RECENT_IDS),
         },
@@ -689,6 +724,7 @@ impl Indexer {
                     Err(_) => break,
                 }
             }
+            self.write_pending();
             let mut backoff = Duration::from_millis(10);
             let mut failures_after_close = 0;
             loop {
@@ -803,6 +839,21 @@ impl Indexer {
                 }
                 Err(IndexError::Retry(msg))
             }
+        }
+    }
+
+    /// Put background lines in the log before indexing them (crash safety while the
+    /// transaction runs). Skipped if the chain is busy: the next awaited append writes them.
+    fn write_pending(&self) {
+        let Some(chain) = self.chain.upgrade() else {
+            return;
+        };
+        let Ok(mut c) = chain.try_lock() else {
+            return;
+        };
+        let last = c.pending_last;
+        if let Err(e) = c.write_pending(last) {
+            tracing::error!("evidence append log: {e}");
         }
     }
 

@@ -597,7 +597,7 @@ fn recover_journal(path: &Path, conn: &mut Connection) {
         Ok(None) => {
             if let Some(last) = crate::journal::last_seq(path) {
                 let deadline = std::time::Instant::now() + Duration::from_secs(2);
-                while read_head(conn).map_or(false, |(seq, _)| seq < last)
+                while read_head(conn).is_ok_and(|(seq, _)| seq < last)
                     && std::time::Instant::now() < deadline
                 {
                     std::thread::sleep(Duration::from_millis(1));

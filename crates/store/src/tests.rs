@@ -390,11 +390,14 @@ async fn acknowledged_records_survive_a_crash_before_indexing() {
         store.ledger().flush().await.unwrap();
         let ledger = store.ledger();
         ledger.stall_indexer();
+        // Background records reach the log with the next awaited one (the last is awaited).
         for i in 3..8 {
-            ledger
-                .append(rec(i, "agent:bot", "orders", RecordKind::ActionRequest))
-                .await
-                .unwrap();
+            let r = rec(i, "agent:bot", "orders", RecordKind::ActionRequest);
+            if i % 2 == 0 {
+                ledger.append_background(r);
+            } else {
+                ledger.append(r).await.unwrap();
+            }
         }
         assert_eq!(store.verify(&mut |_, _| {}).unwrap().records, 3);
     }
