@@ -537,3 +537,69 @@ def test_example_pg_agent(gw):
     assert rows.stdout.strip() == "0", rows.stderr
     assert_evidence(gw, a, "SELECT id, name, email, card_number FROM mcp_customers ORDER BY id LIMIT 5",
                     "DELETE FROM mcp_customers WHERE id = 4", [])
+
+
+def test_approval_id_is_bound_and_spent_once(gw):
+    aid = next(r["approval"]["id"] for r in gw.audit(kind="action.request")
+               if r["action"]["text"] == "DELETE FROM mcp_customers WHERE id = $1"
+               and r.get("approval"))
+    sid = init_session(gw)
+    same = {"connection": "mcp_orders", "sql": "DELETE FROM mcp_customers WHERE id = $1",
+            "params": [3], "purpose": PURPOSE, "approval_id": aid}
+    res = call(gw, sid, "query", same)
+    assert res["isError"] is True and "already used" in res["content"][0]["text"], res
+    res = call(gw, sid, "query", same | {"params": [6]})
+    assert res["isError"] is True and "another statement" in res["content"][0]["text"], res
+    st = call(gw, sid, "approval_status", {"id": aid})["structuredContent"]
+    assert st["state"] == "approved" and st["used"] is True
+    # Someone else cannot even read it.
+    other = init_session(gw, key="outsider")
+    assert call(gw, other, "approval_status", {"id": aid}, key="outsider")["isError"] is True
+
+
+def test_approval_wait_runs_the_call_once_approved(pg, gw):
+    """With `[mcp] approval_wait`, a held call waits for the decision and then runs."""
+    tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-mcpwait-"))
+    port, admin_port, http_port = free_port(), free_port(), free_port()
+    extra = EXTRA.replace("max_rows = 50", 'max_rows = 50\napproval_wait = "60s"').format(
+        http_port=http_port, pg_port=pg.port, api_port=free_port())
+    cfg = write_config(tmp, pg.port, port, free_port(), admin_port=admin_port, extra=extra)
+    w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
+    w.keys["reporter"] = w.create_key("agent:reporter", ["agents"])
+    w.keys["dana"] = w.create_key("user:dana", ["dba"])
+    w.proc, w.log = start_warden(cfg, port, tmp)
+    w.admin_url = f"http://127.0.0.1:{admin_port}"
+    w.mcp_url = f"http://127.0.0.1:{http_port}/mcp"
+    try:
+        wait_for(lambda: _port_open(http_port), timeout=15, what="the HTTP listener")
+        sid = init_session(w)
+        out: dict = {}
+
+        def run(key: str, sql: str):
+            out[key] = call(w, sid, "query", {"connection": "mcp_orders", "sql": sql,
+                                              "purpose": "cleanup"})
+        t = threading.Thread(target=run, args=("ok", "DELETE FROM mcp_customers WHERE id = 5"))
+        t.start()
+        a = pending_for(w, "DELETE FROM mcp_customers WHERE id = 5")
+        assert t.is_alive(), "the call waits for the decision"
+        assert approvals_cli(w, ["approve", a["id"]]).returncode == 0
+        t.join(timeout=30)
+        res = out["ok"]
+        assert res["isError"] is False and res["structuredContent"]["command"] == "DELETE 1", res
+        rec = [r for r in w.audit(kind="action.request")
+               if r["action"]["text"] == "DELETE FROM mcp_customers WHERE id = 5"]
+        assert len(rec) == 1 and rec[0]["approval"]["id"] == a["id"]
+        # Denied while waiting: a tool error, nothing runs.
+        t = threading.Thread(target=run, args=("no", "DELETE FROM mcp_customers WHERE id = 6"))
+        t.start()
+        a = pending_for(w, "DELETE FROM mcp_customers WHERE id = 6")
+        assert approvals_cli(w, ["deny", a["id"], "--comment", "not this one"]).returncode == 0
+        t.join(timeout=30)
+        res = out["no"]
+        assert res["isError"] is True and "denied" in res["content"][0]["text"], res
+        assert "not this one" in res["content"][0]["text"]
+        assert not [r for r in w.audit(kind="action.request")
+                    if r["action"]["text"] == "DELETE FROM mcp_customers WHERE id = 6"]
+    finally:
+        stop_process(w.proc)
+        shutil.rmtree(tmp, ignore_errors=True)
