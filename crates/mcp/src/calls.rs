@@ -607,19 +607,62 @@ async fn admit(
     }
 }
 
-/// `action.response` with the call's own purpose (concurrent calls may differ).
-fn record_response(
-    ctx: &Ctx<'_>,
-    slot: &Slot,
-    request: &RequestId,
+/// Records the `action.response` of an admitted call exactly once, with the call's own
+/// purpose (concurrent calls may differ). A call abandoned midway (the agent's HTTP request
+/// went away) is recorded `interrupted` when this is dropped: no request without an outcome.
+struct ResponseRecorder {
+    server: Arc<McpServer>,
+    slot: Arc<Slot>,
+    request: RequestId,
     purpose: Option<String>,
-    info: ResponseInfo,
-) {
-    let mut r = slot.session.record(RecordKind::ActionResponse);
-    r.request_id = Some(request.to_string());
-    r.purpose = purpose;
-    r.response = Some(info);
-    ctx.server.pipeline.ledger().append_background(r);
+    started: Instant,
+    done: bool,
+}
+
+impl ResponseRecorder {
+    fn new(ctx: &Ctx<'_>, slot: &Arc<Slot>, request: &RequestId, purpose: Option<String>) -> Self {
+        ResponseRecorder {
+            server: ctx.server.clone(),
+            slot: slot.clone(),
+            request: request.clone(),
+            purpose,
+            started: Instant::now(),
+            done: false,
+        }
+    }
+
+    fn record(&mut self, mut info: ResponseInfo) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        info.duration_us = Some(self.started.elapsed().as_micros() as u64);
+        let mut r = self.slot.session.record(RecordKind::ActionResponse);
+        r.request_id = Some(self.request.to_string());
+        r.purpose = self.purpose.clone();
+        r.response = Some(info);
+        self.server.pipeline.ledger().append_background(r);
+    }
+
+    fn fail(&mut self, msg: &str, code: Option<String>) {
+        self.record(ResponseInfo {
+            status: "error".into(),
+            error_code: code,
+            error_message: Some(msg.to_string()),
+            ..Default::default()
+        });
+    }
+}
+
+impl Drop for ResponseRecorder {
+    fn drop(&mut self) {
+        if !self.done {
+            self.record(ResponseInfo {
+                status: "interrupted".into(),
+                error_message: Some("the MCP request ended before the call finished".into()),
+                ..Default::default()
+            });
+        }
+    }
 }
 
 // ------------------------------------------------------------------ SQL
@@ -678,35 +721,19 @@ async fn run_sql(
     )
     .await?;
     let session = &slot.session;
-    let started = Instant::now();
+    let mut rec = ResponseRecorder::new(ctx, &slot, &request_id, purpose);
     let timeout = ctx.server.config.call_timeout;
-
-    let fail = |msg: String, code: Option<String>| {
-        record_response(
-            ctx,
-            &slot,
-            &request_id,
-            purpose.clone(),
-            ResponseInfo {
-                status: "error".into(),
-                error_code: code,
-                error_message: Some(msg.clone()),
-                duration_us: Some(started.elapsed().as_micros() as u64),
-                ..Default::default()
-            },
-        );
-    };
     let mut client = match tokio::time::timeout(timeout, Client::connect(spec, "warden-mcp")).await
     {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             let msg = format!("Warden could not open connection `{}`: {e}", spec.name);
-            fail(msg.clone(), None);
+            rec.fail(&msg, None);
             return Err(ToolResult::error(msg));
         }
         Err(_) => {
             let msg = format!("Warden could not open connection `{}` in time", spec.name);
-            fail(msg.clone(), None);
+            rec.fail(&msg, None);
             return Err(ToolResult::error(msg));
         }
     };
@@ -718,7 +745,7 @@ async fn run_sql(
         }
         Ok(Err(ClientError::Server(e))) => {
             client.close().await;
-            fail(e.message.clone(), Some(e.code.clone()));
+            rec.fail(&e.message, Some(e.code.clone()));
             return Err(ToolResult::error_with(
                 format!(
                     "the database refused the statement: {} ({})",
@@ -729,7 +756,7 @@ async fn run_sql(
         }
         Ok(Err(e)) => {
             let msg = e.to_string();
-            fail(msg.clone(), None);
+            rec.fail(&msg, None);
             return Err(ToolResult::error(msg));
         }
         Err(_) => {
@@ -738,7 +765,7 @@ async fn run_sql(
                 "the statement did not finish within {}; it was cancelled",
                 warden_approvals::humanize(timeout)
             );
-            fail(msg.clone(), Some("57014".into()));
+            rec.fail(&msg, Some("57014".into()));
             return Err(ToolResult::error(msg));
         }
     };
@@ -784,22 +811,15 @@ async fn run_sql(
     }
     capture.stats.merge(&stats);
     let (masked, counts) = capture.into_evidence(res.total_rows);
-    record_response(
-        ctx,
-        &slot,
-        &request_id,
-        purpose,
-        ResponseInfo {
-            status: "ok".into(),
-            tag: Some(res.tag.clone()),
-            rows: warden_pg::codec::tag_rows(&res.tag).unwrap_or(res.total_rows),
-            bytes: res.bytes,
-            duration_us: Some(started.elapsed().as_micros() as u64),
-            masked,
-            masked_values: counts.clone(),
-            ..Default::default()
-        },
-    );
+    rec.record(ResponseInfo {
+        status: "ok".into(),
+        tag: Some(res.tag.clone()),
+        rows: warden_pg::codec::tag_rows(&res.tag).unwrap_or(res.total_rows),
+        bytes: res.bytes,
+        masked,
+        masked_values: counts.clone(),
+        ..Default::default()
+    });
     Ok(SqlOutcome {
         columns: res.columns.iter().map(|c| c.name.clone()).collect(),
         types: res.columns.iter().map(|c| c.type_oid).collect(),
@@ -968,26 +988,12 @@ async fn http_request(ctx: &Ctx<'_>, a: tools::HttpArgs) -> ToolResult {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let started = Instant::now();
-    let fail = |msg: &str| {
-        record_response(
-            ctx,
-            &slot,
-            &request_id,
-            purpose.clone(),
-            ResponseInfo {
-                status: "error".into(),
-                error_message: Some(msg.to_string()),
-                duration_us: Some(started.elapsed().as_micros() as u64),
-                ..Default::default()
-            },
-        );
-    };
+    let mut rec = ResponseRecorder::new(ctx, &slot, &request_id, purpose);
     let uri = match upstream.uri(&target.path, query.as_deref()) {
         Ok(u) => u,
         Err(e) => {
             let msg = format!("cannot build the upstream URL: {e}");
-            fail(&msg);
+            rec.fail(&msg, None);
             return ToolResult::error(format!("Warden: {msg}"));
         }
     };
@@ -1053,12 +1059,12 @@ async fn http_request(ctx: &Ctx<'_>, a: tools::HttpArgs) -> ToolResult {
                 spec.name,
                 upstream.describe()
             );
-            fail(&msg);
+            rec.fail(&msg, None);
             return ToolResult::error(format!("Warden: {msg}"));
         }
         Err(_) => {
             let msg = format!("the upstream of `{}` did not answer in time", spec.name);
-            fail(&msg);
+            rec.fail(&msg, None);
             return ToolResult::error(format!("Warden: {msg}"));
         }
     };
@@ -1078,7 +1084,7 @@ async fn http_request(ctx: &Ctx<'_>, a: tools::HttpArgs) -> ToolResult {
         Ok(x) => x,
         Err(e) => {
             let msg = format!("the upstream body failed: {e}");
-            fail(&msg);
+            rec.fail(&msg, None);
             return ToolResult::error(format!("Warden: {msg}"));
         }
     };
@@ -1143,24 +1149,17 @@ async fn http_request(ctx: &Ctx<'_>, a: tools::HttpArgs) -> ToolResult {
         }
         v => v.clone(),
     };
-    record_response(
-        ctx,
-        &slot,
-        &request_id,
-        purpose,
-        ResponseInfo {
+    rec.record(ResponseInfo {
             status: if code >= 400 { "error" } else { "ok" }.into(),
             tag: Some(code.to_string()),
             error_code: (code >= 400).then(|| code.to_string()),
             bytes: total,
-            duration_us: Some(started.elapsed().as_micros() as u64),
             masked: Some(
                 json!({"status": code, "content_type": ct, "body": excerpt, "body_bytes": total, "truncated": !complete}),
             ),
             masked_values: stats.per_detector.clone(),
             ..Default::default()
-        },
-    );
+    });
     let mut v = json!({
         "connection": spec.name,
         "status": code,
