@@ -444,6 +444,9 @@ async function search(more) {
     }
     A.next = r.next_before;
     $("more").hidden = !A.next;
+    $("more").textContent = A.next && r.records.length < 100 && q.get("q")
+      ? "Search older records (text search looks at 25 000 records per step; searched back to #" + A.next + ")"
+      : "Older records";
   } catch (e) { toast(e.message); }
 }
 

@@ -23,13 +23,12 @@ pub(crate) async fn stream<A: Authenticator>(
     let state = (st, p, changes, true);
     let events = futures_util::stream::unfold(state, |(st, p, mut changes, first)| async move {
         if !first {
-            let mut stopping = st.stopping.clone();
-            if *stopping.borrow() {
+            if *st.stopping.borrow() {
                 return None;
             }
             tokio::select! {
                 r = changes.changed() => r.ok()?,
-                _ = stopping.wait_for(|s| *s) => return None,
+                _ = crate::stopped(st.stopping.clone()) => return None,
             }
         }
         changes.borrow_and_update();

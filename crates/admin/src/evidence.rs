@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use warden_core::{EvidenceRecord, Principal, RecordKind};
-use warden_store::console::{MAX_PAGE, RecentSessions, RecordSearch};
+use warden_store::console::{RecentSessions, RecordSearch};
 use warden_store::{ExportFilter, PublicKey, RecordFilter, Signer, Store};
 
 use crate::console::is_auditor;
@@ -53,7 +53,7 @@ impl Evidence {
     /// Start the background verifier (once now, then every `verify_every` and on demand).
     pub(crate) fn start(
         src: EvidenceSource,
-        mut stopping: tokio::sync::watch::Receiver<bool>,
+        stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<Evidence> {
         let ev = Arc::new(Evidence {
             src,
@@ -71,7 +71,7 @@ impl Evidence {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
                     _ = kicked => {}
-                    _ = stopping.wait_for(|s| *s) => return,
+                    _ = crate::stopped(stopping.clone()) => return,
                 }
             }
         });
@@ -341,13 +341,9 @@ pub(crate) async fn records<A: Authenticator>(
             };
             let r = blocking(move || {
                 let mut out: Vec<Value> = Vec::new();
-                let mut last = None;
-                ev.src.store.search_records(&search, &mut |seq, body| {
-                    last = Some(seq);
+                let next = ev.src.store.search_records(&search, &mut |_, body| {
                     out.push(serde_json::from_str(&body).unwrap_or(Value::Null));
                 })?;
-                let page = search.filter.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-                let next = last.filter(|_| out.len() as u64 == page);
                 Ok(json!({ "records": out, "next_before": next }))
             })
             .await;

@@ -138,6 +138,20 @@ pub fn router<A: Authenticator>(broker: Arc<Broker>, auth: Arc<A>) -> Router {
     )
 }
 
+/// Everything (approvals, evidence, console) as a router, for embedding or tests; event
+/// streams end only when their clients go away.
+pub fn router_with<A: Authenticator>(parts: AdminParts<A>) -> Router {
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    build(parts, rx)
+}
+
+/// Resolves when `rx` says the server is stopping (never, once its sender is gone).
+pub(crate) async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Every route of the admin listener, as (method, path) — the OpenAPI document must
 /// describe each (a unit test checks it, and that each is really routed).
 pub const ROUTES: &[(&str, &str)] = &[

@@ -13,6 +13,9 @@ use crate::{RecordFilter, Store, StoreError};
 
 /// Most rows one console query returns.
 pub const MAX_PAGE: u64 = 1000;
+/// Most records one free-text search looks at (newest first); see
+/// [`Store::search_records`].
+pub const TEXT_SCAN: u64 = 25_000;
 
 /// Which sessions: those that **started** in `[since, until)`, newest first.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -154,11 +157,16 @@ impl Store {
 
     /// Records matching `search`, newest first, at most `filter.limit` (default 100,
     /// at most [`MAX_PAGE`]); each is passed to `each` as (seq, stored JSON body).
+    /// Returns where the next page starts (`before_seq` for it), or `None` at the end.
+    ///
+    /// Structured filters ride an index (or the primary key, newest first). Free text
+    /// has no index, so one call looks at no more than [`TEXT_SCAN`] records (newest
+    /// first): when the page is not full by then, the answer says where to go on.
     pub fn search_records(
         &self,
         search: &RecordSearch,
         each: &mut dyn FnMut(u64, String),
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Option<u64>, StoreError> {
         let f = &search.filter;
         let mut sql = String::from("SELECT seq, body FROM records WHERE 1=1");
         let mut args: Vec<Value> = Vec::new();
@@ -193,82 +201,109 @@ impl Store {
                 Value::Integer(i64::try_from(b).unwrap_or(i64::MAX)),
             );
         }
+        let conn = self.reader()?;
+        let mut scan_floor = None;
         if let Some(t) = search.text.as_deref().filter(|t| !t.is_empty()) {
-            // A cheap substring test on the stored body first (no JSON parse), then the
-            // exact one on the statement for the rows that pass.
+            let top: i64 = match search.before_seq {
+                Some(b) => i64::try_from(b).unwrap_or(i64::MAX),
+                None => {
+                    conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM records", [], |r| {
+                        r.get(0)
+                    })?
+                }
+            };
+            let floor = (top - TEXT_SCAN as i64).max(1);
+            scan_floor = Some(floor as u64);
+            add("seq >= ?", Value::Integer(floor));
             let t = t.to_lowercase();
-            add("instr(lower(body), ?) > 0", t.clone().into());
+            // A cheap substring test on the stored body first (LIKE: no JSON parse, no
+            // copy; ASCII case-insensitive like lower()), then the exact one on the
+            // statement. Skipped when JSON would escape the needle in the body.
+            if !t.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+                let pattern = format!(
+                    "%{}%",
+                    t.replace('!', "!!").replace('%', "!%").replace('_', "!_")
+                );
+                add("body LIKE ? ESCAPE '!'", pattern.into());
+            }
             add(
                 "instr(lower(json_extract(body, '$.action.text')), ?) > 0",
                 t.into(),
             );
         }
-        args.push(Value::Integer(limit_of(f.limit, 100)));
+        let page = limit_of(f.limit, 100);
+        args.push(Value::Integer(page));
         sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", args.len()));
-        let conn = self.reader()?;
         let mut stmt = conn.prepare(&sql)?;
         let mut rows = stmt.query(params_from_iter(args))?;
         let mut n = 0;
+        let mut last = None;
         while let Some(row) = rows.next()? {
-            let seq: i64 = row.get(0)?;
-            each(seq as u64, row.get(1)?);
+            let seq = row.get::<_, i64>(0)? as u64;
+            each(seq, row.get(1)?);
+            last = Some(seq);
             n += 1;
         }
-        Ok(n)
+        Ok(if n == page {
+            last
+        } else {
+            scan_floor.filter(|&f| f > 1)
+        })
     }
 
     /// Records per UTC day from `since` on (oldest day first), with requests, denials,
-    /// approval requests and failed logins. Counts per day come from the `ts` index
-    /// alone; the per-kind counts from the `kind` index.
+    /// approval requests and failed logins. Each day is turned into the range of `seq`
+    /// whose `ts` falls in it (two lookups on the `ts` index; records are appended in
+    /// time order), and every count is then a range count on an index: the `kind`
+    /// index holds `(kind, seq)`, so no record body is read.
     pub fn counts_per_day(&self, since: &str) -> Result<Vec<DayCount>, StoreError> {
-        let since = normalize_ts(since)?;
+        let since = warden_core::time_fmt::parse_time_arg(since).map_err(StoreError::Sqlite)?;
         let conn = self.reader()?;
-        let mut days: std::collections::BTreeMap<String, DayCount> = Default::default();
-        let mut stmt = conn.prepare(
-            "SELECT substr(ts, 1, 10) AS d, COUNT(*) FROM records INDEXED BY records_ts \
-             WHERE ts >= ?1 GROUP BY d",
-        )?;
-        let mut rows = stmt.query([&since])?;
-        while let Some(r) = rows.next()? {
-            let day: String = r.get(0)?;
-            let n: i64 = r.get(1)?;
-            days.insert(
-                day.clone(),
-                DayCount {
-                    day,
-                    records: n as u64,
-                    requests: 0,
-                    denied: 0,
-                    approvals: 0,
-                    auth_failed: 0,
-                },
-            );
-        }
-        for kind in [
-            "action.request",
-            "policy.denied",
-            "approval.requested",
-            "auth.failed",
-        ] {
-            let mut stmt = conn.prepare_cached(
-                "SELECT substr(ts, 1, 10) AS d, COUNT(*) FROM records INDEXED BY records_kind \
-                 WHERE kind = ?1 AND ts >= ?2 GROUP BY d",
-            )?;
-            let mut rows = stmt.query([kind, since.as_str()])?;
-            while let Some(r) = rows.next()? {
-                let day: String = r.get(0)?;
-                let n = r.get::<_, i64>(1)? as u64;
-                if let Some(d) = days.get_mut(&day) {
-                    match kind {
-                        "action.request" => d.requests = n,
-                        "policy.denied" => d.denied = n,
-                        "approval.requested" => d.approvals = n,
-                        _ => d.auth_failed = n,
-                    }
-                }
+        let first_seq = |conn: &rusqlite::Connection, ts: &str| -> rusqlite::Result<i64> {
+            conn.prepare_cached(
+                "SELECT COALESCE((SELECT seq FROM records WHERE ts >= ?1 ORDER BY ts LIMIT 1), \
+                 (SELECT COALESCE(MAX(seq), 0) + 1 FROM records))",
+            )?
+            .query_row([ts], |r| r.get(0))
+        };
+        let mut out = Vec::new();
+        let today = time::OffsetDateTime::now_utc().date();
+        let mut day = since.date();
+        while day <= today {
+            let start = day.midnight().assume_utc();
+            let next = start + time::Duration::days(1);
+            let lo = first_seq(&conn, &warden_core::time_fmt::format_ts(start.max(since)))?;
+            let hi = first_seq(&conn, &warden_core::time_fmt::format_ts(next))?;
+            let count = |kind: Option<&str>| -> rusqlite::Result<u64> {
+                let n: i64 = match kind {
+                    None => conn
+                        .prepare_cached("SELECT COUNT(*) FROM records WHERE seq >= ?1 AND seq < ?2")?
+                        .query_row([lo, hi], |r| r.get(0))?,
+                    Some(k) => conn
+                        .prepare_cached(
+                            "SELECT COUNT(*) FROM records WHERE kind = ?1 AND seq >= ?2 AND seq < ?3",
+                        )?
+                        .query_row(rusqlite::params![k, lo, hi], |r| r.get(0))?,
+                };
+                Ok(n as u64)
+            };
+            let records = count(None)?;
+            if records > 0 {
+                out.push(DayCount {
+                    day: day.to_string(),
+                    records,
+                    requests: count(Some("action.request"))?,
+                    denied: count(Some("policy.denied"))?,
+                    approvals: count(Some("approval.requested"))?,
+                    auth_failed: count(Some("auth.failed"))?,
+                });
+            }
+            match day.next_day() {
+                Some(d) => day = d,
+                None => break,
             }
         }
-        Ok(days.into_values().collect())
+        Ok(out)
     }
 
     /// Sessions with a record at or after `since` and no `session.end`, most recently
