@@ -557,21 +557,32 @@ def test_approval_id_is_bound_and_spent_once(gw):
     assert call(gw, other, "approval_status", {"id": aid}, key="outsider")["isError"] is True
 
 
-def test_approval_wait_runs_the_call_once_approved(pg, gw):
-    """With `[mcp] approval_wait`, a held call waits for the decision and then runs."""
-    tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-mcpwait-"))
+def second_gateway(pg, prefix: str, mcp_extra: str = "", head: str = "") -> Warden:
+    """Another gateway with the same connections and rules (and `mcp_extra` in `[mcp]`)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     port, admin_port, http_port = free_port(), free_port(), free_port()
-    extra = EXTRA.replace("max_rows = 50", 'max_rows = 50\napproval_wait = "60s"').format(
+    extra = EXTRA.replace("max_rows = 50", "max_rows = 50\n" + mcp_extra).format(
         http_port=http_port, pg_port=pg.port, api_port=free_port())
+    # `head` (e.g. [identity.oidc]) goes after the [listeners] keys, before [approvals].
+    extra = extra.replace("\n[approvals]", "\n" + head + "\n[approvals]", 1)
     cfg = write_config(tmp, pg.port, port, free_port(), admin_port=admin_port, extra=extra)
+    r = run_warden(["config", "check", "--config", str(cfg)])
+    assert r.returncode == 0, r.stdout + r.stderr
     w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
     w.keys["reporter"] = w.create_key("agent:reporter", ["agents"])
     w.keys["dana"] = w.create_key("user:dana", ["dba"])
     w.proc, w.log = start_warden(cfg, port, tmp)
     w.admin_url = f"http://127.0.0.1:{admin_port}"
     w.mcp_url = f"http://127.0.0.1:{http_port}/mcp"
+    wait_for(lambda: _port_open(http_port), timeout=15, what="the HTTP listener")
+    return w
+
+
+def test_approval_wait_runs_the_call_once_approved(pg, gw):
+    """With `[mcp] approval_wait`, a held call waits for the decision and then runs."""
+    w = second_gateway(pg, "warden-e2e-mcpwait-", 'approval_wait = "60s"')
+    tmp = w.tmp
     try:
-        wait_for(lambda: _port_open(http_port), timeout=15, what="the HTTP listener")
         sid = init_session(w)
         out: dict = {}
 
@@ -603,3 +614,39 @@ def test_approval_wait_runs_the_call_once_approved(pg, gw):
     finally:
         stop_process(w.proc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_jwt_bearer_and_metadata_name_the_issuer(pg, gw):
+    from test_identity_tls import AUDIENCE, FIXTURES, ISSUER, mint
+    head = (f'[identity.oidc]\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\n'
+            f'jwks_file = "{FIXTURES / "jwks.json"}"\ngroups_claim = "groups"\n')
+    w = second_gateway(pg, "warden-e2e-mcpjwt-", head=head)
+    try:
+        token = mint("mcp-bot", groups="agents", act="alice")
+        meta = httpx.get(w.mcp_url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp"),
+                         timeout=10).json()
+        assert meta["authorization_servers"] == [ISSUER]
+        h = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        r = httpx.post(w.mcp_url, headers=h, timeout=30, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-03-26", "capabilities": {},
+                       "clientInfo": {"name": "jwt", "version": "0"}}})
+        assert r.status_code == 200 and r.json()["result"]["protocolVersion"] == "2025-03-26"
+        sid = r.headers["mcp-session-id"]
+        r = httpx.post(w.mcp_url, headers=h | {"Mcp-Session-Id": sid}, timeout=30, json={
+            "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "query", "arguments": {
+                "connection": "mcp_orders", "purpose": "jwt check",
+                "sql": "SELECT 'jwt-mcp-ok' AS x"}}})
+        res = r.json()["result"]
+        assert res["isError"] is False and res["structuredContent"]["rows"] == [["jwt-mcp-ok"]], res
+        req = [x for x in w.audit(kind="action.request")
+               if x["action"]["text"] == "SELECT 'jwt-mcp-ok' AS x"]
+        assert len(req) == 1
+        p = req[0]["principal"]
+        assert p["auth"] == {"method": "jwt", "issuer": ISSUER, "subject": "mcp-bot"}
+        assert p["on_behalf_of"] == "user:alice" and req[0]["session_id"] == sid
+        assert token.encode() not in (w.tmp / "data" / "evidence.db").read_bytes()
+    finally:
+        stop_process(w.proc)
+        shutil.rmtree(w.tmp, ignore_errors=True)
