@@ -537,6 +537,8 @@ def test_example_pg_agent(gw):
     assert rows.stdout.strip() == "0", rows.stderr
     assert_evidence(gw, a, "SELECT id, name, email, card_number FROM mcp_customers ORDER BY id LIMIT 5",
                     "DELETE FROM mcp_customers WHERE id = 4", [])
+    code, text = gw.verify()
+    assert code == 0, text
 
 
 def test_approval_id_is_bound_and_spent_once(gw):
