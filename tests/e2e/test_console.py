@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -137,6 +138,7 @@ def sign_in(page, gw, key: str):
 
 def shot(page, tmp: Path, name: str):
     path = tmp / name
+    page.evaluate("document.getElementById('toast').textContent = ''")
     page.screenshot(path=str(path), full_page=False)
     dest = os.environ.get("WARDEN_CONSOLE_SCREENSHOTS")
     if dest:
@@ -167,6 +169,13 @@ def test_console_approve_replay_export(gw, browser):
     page.on("requestfailed", lambda r: errors.append("request failed: " + r.url)
             if not (r.url.endswith("/approvals/events") or "format=" in r.url) else None)
     started = time.time()
+    # One request decided earlier (denied through the API), for the history.
+    early = held_delete(gw, "DELETE FROM con_items WHERE id = 9")
+    aid = pending_id(gw, "id = 9")
+    st, v = api(gw, "POST", f"/api/v1/approvals/{aid}/deny", gw.keys["dana"].secret,
+                {"comment": "use the archive job instead"})
+    assert st == 200 and v["state"] == "denied", v
+    wait_for(lambda: "done" in early, timeout=20, what="the denied DELETE to fail")
     sign_in(page, gw, "dana")
     assert page.locator("#who-name").inner_text().startswith("user:dana")
     cookie = next(c for c in ctx.cookies() if c["name"] == "warden_console")
@@ -185,7 +194,16 @@ def test_console_approve_replay_export(gw, browser):
         assert expected in text, (expected, text)
     assert card.locator(".sql .k", has_text="DELETE").count() == 1, "SQL is highlighted"
     assert card.locator("[data-until]").inner_text() not in ("", "expiring")
-    time.sleep(1.2)  # let the waiting / time-left counters tick once for the screenshot
+    # "Verify now" re-verifies the chain in the background; the bar shows the result.
+    page.get_by_role("button", name="Verify now").click()
+    wait_for(lambda: re.search(r"verified intact .* \(([1-9]\d*) records",
+                               page.locator("#chain").inner_text()),
+             timeout=20, what="a fresh verification in the chain bar")
+    # The waiting / time-left counters tick in the page.
+    first = card.locator("[data-since]").inner_text()
+    page.wait_for_function(
+        "(t) => document.querySelector('article.hold [data-since]').textContent !== t", arg=first,
+        timeout=5000)
     shot(page, gw.tmp, "console-inbox.png")
     assert job["before"][0][2] != "user1@example.com", "the agent sees masked emails"
     assert "done" not in job, "the DELETE must still be held"
@@ -209,7 +227,9 @@ def test_console_approve_replay_export(gw, browser):
     view.get_by_role("button", name="Filter").click()
     link = page.locator("#sessions tbody tr").first.get_by_role("link")
     link.wait_for()
-    assert page.locator("#sessions tbody tr").count() == 1
+    # Newest first: the approved DELETE's session, then the denied one's.
+    assert page.locator("#sessions tbody tr").count() == 2
+    assert page.locator("#sessions tbody tr").first.locator("td").nth(5).inner_text() == "2"
     link.click()
     timeline = page.locator("#timeline")
     timeline.locator("li.k-action-request", has_text="DELETE FROM con_items").wait_for()
@@ -226,7 +246,7 @@ def test_console_approve_replay_export(gw, browser):
     page.get_by_role("button", name="Next step").click()
     assert page.locator("#timeline li:not([hidden])").count() == 2
     page.get_by_role("button", name="Show all").click()
-    page.evaluate("document.getElementById('toast').textContent = ''; window.scrollTo(0, 0)")
+    page.evaluate("window.scrollTo(0, 0)")
     shot(page, gw.tmp, "console-replay.png")
 
     # Chain status is on every page.
@@ -275,12 +295,16 @@ def test_console_approve_replay_export(gw, browser):
     ctx.close()
 
 
+def pending_id(gw, text: str) -> str:
+    return wait_for(lambda: next((a["id"] for a in api(gw, "GET", "/api/v1/approvals?pending=true",
+                                                     gw.keys["dana"].secret)[1]["approvals"]
+                                  if text in a["statement"]), None),
+                    timeout=20, what=f"a held statement with {text!r}")
+
+
 def test_console_requester_and_forged_posts_are_refused(gw, browser):
     job = held_delete(gw, "DELETE FROM con_items WHERE id = 4")
-    aid = wait_for(lambda: next((a["id"] for a in api(gw, "GET", "/api/v1/approvals?pending=true",
-                                                    gw.keys["dana"].secret)[1]["approvals"]
-                                 if "id = 4" in a["statement"]), None),
-                   timeout=20, what="the held DELETE")
+    aid = pending_id(gw, "id = 4")
 
     # The requester (an agent) signs in: sees the hold, no approve button, no evidence pages.
     ctx = browser.new_context()
@@ -338,7 +362,7 @@ def test_cli_sessions_through_the_admin_api(gw):
                         "--format", "json"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     sessions = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-    held = [s for s in sessions if s.get("approvals")]
+    held = [s for s in sessions if s.get("approvals") and s["requests"]]
     assert held, sessions
     sid = held[0]["session_id"]
     r = subprocess.run([str(WARDEN_BIN), "sessions", "replay", sid[:12]], env=env,
