@@ -472,10 +472,8 @@ fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
             let mut out = std::io::BufWriter::new(stdout.lock());
             let mut io_err: Option<std::io::Error> = None;
             if format == Format::Csv {
-                writeln!(
-                    out,
-                    "seq,id,ts,kind,session_id,principal,on_behalf_of,connection,protocol,purpose,client,action,params,effect,rules,status,rows,bytes,detail,hash"
-                )?;
+                // The same columns as the console's CSV download.
+                writeln!(out, "{}", warden_admin::evidence::CSV_HEADER)?;
             } else if format == Format::Table {
                 writeln!(
                     out,
@@ -488,7 +486,7 @@ fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
                     Format::Json => serde_json::to_string(&r)
                         .map_err(std::io::Error::other)
                         .and_then(|s| writeln!(out, "{s}")),
-                    Format::Csv => writeln!(out, "{}", csv_row(&r)),
+                    Format::Csv => writeln!(out, "{}", warden_admin::evidence::csv_row(&r)),
                     Format::Table => writeln!(out, "{}", table_row(&r)),
                 };
                 match res {
@@ -519,38 +517,6 @@ fn csv(s: &str) -> String {
     } else {
         s.to_string()
     }
-}
-
-fn csv_row(r: &EvidenceRecord) -> String {
-    let p = r.principal.as_ref();
-    let a = r.action.as_ref();
-    let d = r.decision.as_ref();
-    let resp = r.response.as_ref();
-    let fields: Vec<String> = vec![
-        r.seq.to_string(),
-        r.id.clone(),
-        r.ts.clone(),
-        r.kind.as_str().to_string(),
-        r.session_id.clone().unwrap_or_default(),
-        p.map(|p| p.id.clone()).unwrap_or_default(),
-        p.and_then(|p| p.on_behalf_of.clone()).unwrap_or_default(),
-        r.connection.clone().unwrap_or_default(),
-        r.protocol.clone().unwrap_or_default(),
-        r.purpose.clone().unwrap_or_default(),
-        r.client.clone().unwrap_or_default(),
-        a.map(|a| a.text.clone()).unwrap_or_default(),
-        a.filter(|a| !a.params.is_empty())
-            .map(|a| serde_json::to_string(&a.params).unwrap_or_default())
-            .unwrap_or_default(),
-        d.map(|d| d.effect.as_str().to_string()).unwrap_or_default(),
-        d.map(|d| d.rules.join(" ")).unwrap_or_default(),
-        resp.map(|r| r.status.clone()).unwrap_or_default(),
-        resp.map(|r| r.rows.to_string()).unwrap_or_default(),
-        resp.map(|r| r.bytes.to_string()).unwrap_or_default(),
-        r.detail.clone().unwrap_or_default(),
-        r.hash.clone(),
-    ];
-    fields.iter().map(|f| csv(f)).collect::<Vec<_>>().join(",")
 }
 
 fn one_line(s: &str, max: usize) -> String {

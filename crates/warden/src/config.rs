@@ -41,6 +41,19 @@ struct RawConfig {
     approvals: Option<RawApprovals>,
     #[serde(default)]
     mcp: Option<RawMcp>,
+    #[serde(default)]
+    console: Option<RawConsole>,
+}
+
+/// `[console]`: the web console on the admin listener (docs/console.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    /// Who may read evidence in the console and the admin API.
+    #[serde(default)]
+    auditors: Vec<S>,
+    session_idle: Option<S>,
+    session_lifetime: Option<S>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -232,6 +245,8 @@ pub struct Config {
     pub evidence_limits: crate::masking_cfg::EvidenceLimits,
     /// `[mcp]` (served at `/mcp` on the HTTP listener); `None` when `enabled = false`.
     pub mcp: Option<McpSettings>,
+    /// `[console]`: auditors and console session lengths.
+    pub console: warden_admin::ConsoleSettings,
 }
 
 struct Ctx<'a> {
@@ -917,6 +932,7 @@ impl Config {
         let approvals =
             approvals_settings(&mut ctx, raw.approvals.as_ref(), admin_listen.as_deref());
         let mcp = mcp_settings(&mut ctx, raw.mcp.as_ref());
+        let console = console_settings(&mut ctx, raw.console.as_ref());
         if mcp.is_some() {
             for (i, c) in raw.connections.iter().enumerate() {
                 if c.name.get_ref() == "mcp" {
@@ -953,6 +969,7 @@ impl Config {
                 masking,
                 evidence_limits,
                 mcp,
+                console,
             })
         } else {
             Err(ctx.errors)
@@ -1019,6 +1036,47 @@ fn rule_approval(
         min_approvals,
         grant,
     }
+}
+
+/// `[console]`: auditors (`group:NAME` / `user:NAME` / `agent:NAME` / `*`),
+/// session_idle, session_lifetime.
+fn console_settings(ctx: &mut Ctx<'_>, raw: Option<&RawConsole>) -> warden_admin::ConsoleSettings {
+    let mut s = warden_admin::ConsoleSettings::default();
+    let Some(raw) = raw else { return s };
+    for (j, a) in raw.auditors.iter().enumerate() {
+        let v = a.get_ref();
+        if v == "*" || v.starts_with("group:") || v.starts_with("user:") || v.starts_with("agent:")
+        {
+            s.auditors.push(v.clone());
+        } else {
+            ctx.err(
+                format!("console.auditors[{j}]"),
+                Some(a.span()),
+                format!("`{v}` must be group:NAME, user:NAME, agent:NAME or \"*\""),
+            );
+        }
+    }
+    for (key, v, out) in [
+        ("console.session_idle", &raw.session_idle, &mut s.idle),
+        (
+            "console.session_lifetime",
+            &raw.session_lifetime,
+            &mut s.lifetime,
+        ),
+    ] {
+        let Some(v) = v else { continue };
+        match warden_core::time_fmt::parse_duration(&ctx.expand(key, v)) {
+            Ok(d) if d.is_positive() => {
+                *out = std::time::Duration::from_secs(d.whole_seconds() as u64)
+            }
+            _ => ctx.err(
+                key,
+                Some(v.span()),
+                "use a positive duration like \"30m\", \"8h\"",
+            ),
+        }
+    }
+    s
 }
 
 /// `[mcp]`: enabled, max_rows, approval_wait, call_timeout, session_idle.

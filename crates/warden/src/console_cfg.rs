@@ -52,7 +52,7 @@ pub fn overview(cfg: &Config) -> Value {
     json!({ "connections": connections, "rules": rules })
 }
 
-/// Console settings: `Secure` cookies when the console's public URL
+/// Console settings: `[console]`, with `Secure` cookies when the console's public URL
 /// (`[approvals] console_url`) is https.
 pub fn settings(cfg: &Config) -> warden_admin::ConsoleSettings {
     warden_admin::ConsoleSettings {
@@ -61,12 +61,40 @@ pub fn settings(cfg: &Config) -> warden_admin::ConsoleSettings {
             .console_url
             .as_deref()
             .is_some_and(|u| u.starts_with("https://")),
-        ..Default::default()
+        ..cfg.console.clone()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::config::Config;
+
+    #[test]
+    fn console_section() {
+        let cfg = Config::parse("", Path::new("w.toml"), Path::new(".")).unwrap();
+        assert!(cfg.console.auditors.is_empty());
+        let text = "[approvals]\nconsole_url = \"https://warden.example\"\n\
+                    [console]\nauditors = [\"group:audit\", \"user:ann\"]\nsession_idle = \"10m\"\n";
+        let cfg = Config::parse(text, Path::new("w.toml"), Path::new(".")).unwrap();
+        let s = super::settings(&cfg);
+        assert_eq!(s.auditors, ["group:audit", "user:ann"]);
+        assert_eq!(s.idle, Duration::from_secs(600));
+        assert!(s.secure_cookies);
+        let bad = "[console]\nauditors = [\"dba\"]\nsession_lifetime = \"soon\"\n";
+        let errs = Config::parse(bad, Path::new("w.toml"), Path::new("."))
+            .err()
+            .unwrap();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["console.auditors[0]", "console.session_lifetime"],
+            "{errs:?}"
+        );
+    }
+
     #[test]
     fn userinfo_is_removed() {
         use super::without_userinfo as w;
