@@ -716,3 +716,24 @@ async fn callbacks_may_use_the_store() {
         .unwrap();
     assert_eq!(found, 3);
 }
+
+#[tokio::test]
+async fn fsync_flush_of_background_records_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Fsync).unwrap();
+    let ledger = store.ledger();
+    for i in 0..3 {
+        ledger.append_background(rec(i, "agent:bot", "orders", RecordKind::ActionResponse));
+    }
+    tokio::time::timeout(Duration::from_secs(10), ledger.flush())
+        .await
+        .expect("flush must not hang")
+        .unwrap();
+    let a = ledger
+        .append(rec(3, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap();
+    assert_eq!(a.seq, 4);
+    ledger.flush().await.unwrap();
+    assert_eq!(store.verify(&mut |_, _| {}).unwrap().records, 4);
+}
