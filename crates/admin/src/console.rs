@@ -168,14 +168,21 @@ impl Sessions {
         self.lock().remove(&digest(token));
     }
 
-    /// The caller of a cookie-authenticated request and its session's CSRF token, after
-    /// the CSRF checks for state-changing methods.
-    pub fn check(&self, req: &Request) -> Result<(Principal, String), Refused> {
+    /// Whether the session with this cookie digest is still open (not signed out, not
+    /// expired); live streams end when it is not.
+    pub fn is_open(&self, key: &[u8; 32]) -> bool {
+        let now = Instant::now();
+        self.lock().get(key).is_some_and(|e| self.alive(e, now))
+    }
+
+    /// The caller of a cookie-authenticated request, its session's CSRF token and the
+    /// session's key, after the CSRF checks for state-changing methods.
+    pub fn check(&self, req: &Request) -> Result<(Principal, String, [u8; 32]), Refused> {
         let token = cookie_token(req.headers()).ok_or(Refused::NoSession)?;
         let now = Instant::now();
+        let key = digest(&token);
         let (principal, csrf) = {
             let mut map = self.lock();
-            let key = digest(&token);
             let Some(e) = map.get_mut(&key) else {
                 return Err(Refused::NoSession);
             };
@@ -205,7 +212,7 @@ impl Sessions {
                 ));
             }
         }
-        Ok((principal, csrf))
+        Ok((principal, csrf, key))
     }
 }
 
@@ -443,8 +450,9 @@ mod tests {
             s.check(&req("GET", Some("forged"), None, None)),
             Err(Refused::NoSession)
         ));
-        let (who, c) = s.check(&req("GET", Some(&token), None, None)).ok().unwrap();
+        let (who, c, key) = s.check(&req("GET", Some(&token), None, None)).ok().unwrap();
         assert_eq!((who.id.as_str(), c.as_str()), ("user:dana", csrf.as_str()));
+        assert!(s.is_open(&key));
         assert!(matches!(
             s.check(&req("POST", Some(&token), None, None)),
             Err(Refused::Csrf(_))
@@ -472,6 +480,7 @@ mod tests {
             .is_ok()
         );
         s.remove(&token);
+        assert!(!s.is_open(&key));
         assert!(matches!(
             s.check(&req("GET", Some(&token), None, None)),
             Err(Refused::NoSession)

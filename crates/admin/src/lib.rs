@@ -289,6 +289,8 @@ fn unauthenticated(message: String) -> Response {
 pub(crate) struct Caller {
     /// The console session's CSRF token, when the caller came with the cookie.
     pub csrf: Option<String>,
+    /// The console session (SHA-256 of its cookie), to end live streams with it.
+    pub session: Option<[u8; 32]>,
 }
 
 async fn require_auth<A: Authenticator>(
@@ -301,7 +303,10 @@ async fn require_auth<A: Authenticator>(
         return match st.auth.authenticate(token, &client).await {
             Ok(p) => {
                 req.extensions_mut().insert(p);
-                req.extensions_mut().insert(Caller { csrf: None });
+                req.extensions_mut().insert(Caller {
+                    csrf: None,
+                    session: None,
+                });
                 next.run(req).await
             }
             Err(reason) => {
@@ -311,9 +316,12 @@ async fn require_auth<A: Authenticator>(
         };
     }
     match st.console.check(&req) {
-        Ok((p, csrf)) => {
+        Ok((p, csrf, session)) => {
             req.extensions_mut().insert(p);
-            req.extensions_mut().insert(Caller { csrf: Some(csrf) });
+            req.extensions_mut().insert(Caller {
+                csrf: Some(csrf),
+                session: Some(session),
+            });
             next.run(req).await
         }
         Err(console::Refused::NoSession) => {
