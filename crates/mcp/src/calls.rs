@@ -1271,3 +1271,46 @@ impl McpServer {
             .contains(id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_values() {
+        assert_eq!(typed(Some("42".into()), 23), json!(42));
+        assert_eq!(typed(Some("t".into()), 16), json!(true));
+        assert_eq!(typed(Some("12.50".into()), 1700), json!("12.50"));
+        // A masked integer column stays text rather than failing.
+        assert_eq!(typed(Some("****".into()), 20), json!("****"));
+        assert_eq!(typed(None, 23), Value::Null);
+    }
+
+    #[test]
+    fn denials_name_the_rule_and_the_purpose() {
+        let d = Decision {
+            effect: Effect::Deny,
+            rules: vec!["no-ddl".into()],
+            reason: "rule no-ddl denies ddl".into(),
+            approvers: vec![],
+        };
+        let m = denial_message(&d, "statement");
+        assert!(m.contains("`no-ddl`"), "{m}");
+        let d = Decision::deny("no rule allows select");
+        assert!(denial_message(&d, "statement").contains("default deny"));
+        let d = Decision::deny("rule r requires a declared purpose");
+        assert!(denial_message(&d, "statement").contains("Pass `purpose`"));
+    }
+
+    #[test]
+    fn tool_results_are_mcp_shaped() {
+        let v = ToolResult::error("nope").into_json();
+        assert_eq!(v["isError"], true);
+        assert_eq!(v["content"][0]["type"], "text");
+        assert_eq!(v["content"][0]["text"], "nope");
+        let v = ToolResult::ok(json!({"a": 1})).into_json();
+        assert_eq!(v["isError"], false);
+        assert_eq!(v["structuredContent"]["a"], 1);
+        assert_eq!(v["content"][0]["text"], r#"{"a":1}"#);
+    }
+}
