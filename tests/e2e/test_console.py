@@ -33,9 +33,20 @@ from conftest import (REPO, WARDEN_BIN, Warden, free_port, require_tool, run_war
 
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 
+FIXTURES = REPO / "crates" / "identity" / "tests" / "fixtures"
+JWT_MINT = Path(os.environ.get("JWT_MINT_BIN", REPO / "target" / "debug" / "examples" / "jwt_mint"))
+ISSUER = "https://idp.console.test"
+AUDIENCE = "warden-console"
+
 EXTRA = """
 [approvals]
 timeout = "5m"
+
+[identity.oidc]
+issuer = "{issuer}"
+audience = "{audience}"
+jwks_file = "{jwks}"
+groups_claim = "groups"
 
 [[connections]]
 name = "orders_con"
@@ -78,7 +89,8 @@ def gw(pg):
     tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-console-"))
     port, admin_port = free_port(), free_port()
     cfg = write_config(tmp, pg.port, port, free_port(), admin_port=admin_port,
-                       extra=EXTRA.format(pg_port=pg.port))
+                       extra=EXTRA.format(pg_port=pg.port, issuer=ISSUER, audience=AUDIENCE,
+                                         jwks=FIXTURES / "jwks.json"))
     r = run_warden(["config", "check", "--config", str(cfg)])
     assert r.returncode == 0, r.stdout + r.stderr
     w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
@@ -389,3 +401,36 @@ def test_cli_sessions_through_the_admin_api(gw):
     r = subprocess.run([str(WARDEN_BIN), "sessions", "list"], env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 1 and "may not read evidence" in r.stderr, r.stderr
+
+
+def test_console_sign_in_with_a_jwt(gw, browser):
+    require_tool(JWT_MINT)
+    token = subprocess.run([str(JWT_MINT), str(FIXTURES / "rsa_private.pem"), "rsa-1", ISSUER,
+                            AUDIENCE, "erin", "dba", "", "600"],
+                           capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.goto(gw.admin_url + "/")
+    page.get_by_label("Warden key or JWT").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("#who-name").wait_for(state="visible")
+    assert page.locator("#who-name").inner_text() == "user:erin (dba)"
+    me = page.request.get(gw.admin_url + "/api/v1/me").json()
+    assert me["principal"] == "user:erin" and me["auditor"] is True
+    ctx.close()
+    # A token for another audience is refused, and the refusal is evidence.
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    bad = subprocess.run([str(JWT_MINT), str(FIXTURES / "rsa_private.pem"), "rsa-1", ISSUER,
+                          "someone-else", "erin", "dba", "", "600"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    r = page.request.post(gw.admin_url + "/api/v1/login", data=json.dumps({"credential": bad}),
+                          headers={"Content-Type": "application/json"})
+    assert r.status == 401, r.text()
+    assert not [c for c in ctx.cookies() if c["name"] == "warden_console"]
+    # A form post (not JSON) cannot sign anyone in.
+    r = page.request.post(gw.admin_url + "/api/v1/login", form={"credential": token})
+    assert r.status == 415, r.text()
+    ctx.close()
+    failed = gw.audit(kind="auth.failed")
+    assert failed and all(bad not in json.dumps(x) for x in failed), "the token is never recorded"
