@@ -301,6 +301,7 @@ def test_console_approve_replay_export(gw, browser):
     bundle = gw.tmp / "bundle.json"
     dl.value.save_as(bundle)
     page.get_by_text("Verify offline").wait_for()
+    shot(page, gw.tmp, "console-audit.png")
     pubs = glob.glob(str(gw.tmp / "**" / "*.pub"), recursive=True)
     assert pubs, "the gateway wrote its signing public key"
     r = run_warden(["evidence", "verify", str(bundle), "--public-key", pubs[0], "--format", "json"])
@@ -314,6 +315,7 @@ def test_console_approve_replay_export(gw, browser):
     page.get_by_role("link", name="Overview").click()
     page.locator("#rules tbody tr", has_text="agent-deletes-need-a-dba").wait_for()
     assert page.locator("#days tbody tr").count() >= 1
+    shot(page, gw.tmp, "console-overview.png")
     assert "ORDERS_PW" not in page.content() and "orders-app-pw" not in page.content()
 
     assert not errors, errors
