@@ -49,6 +49,45 @@ pub fn value_hash(value: &Value) -> String {
 /// canonical JSON with `"hash"` in its sorted place. Any key order would verify (readers
 /// re-canonicalize); writing the canonical form saves a third serialization.
 pub fn hash_and_body(value: &Value) -> (String, String) {
+    if let Value::Object(map) = value
+        && map.keys().is_sorted_by(|a, b| a.as_bytes() <= b.as_bytes())
+    {
+        // One canonical pass: hash it, then splice `"hash":"…"` in where it sorts.
+        let mut c = String::with_capacity(832);
+        c.push('{');
+        let mut at = None;
+        for (k, v) in map {
+            if k == "hash" {
+                continue;
+            }
+            if at.is_none() && "hash".as_bytes() < k.as_bytes() {
+                at = Some(c.len());
+            }
+            if c.len() > 1 {
+                c.push(',');
+            }
+            write_str(&mut c, k);
+            c.push(':');
+            write_value(&mut c, v);
+        }
+        c.push('}');
+        let hash = sha256_hex(c.as_bytes());
+        let mut body = String::with_capacity(c.len() + hash.len() + 10);
+        let end = c.len() - 1;
+        let (before, after) = c.split_at(at.unwrap_or(end));
+        body.push_str(before);
+        if before.len() > 1 {
+            body.push(',');
+        }
+        body.push_str("\"hash\":\"");
+        body.push_str(&hash);
+        body.push('"');
+        if after.len() > 1 && !after.starts_with(',') {
+            body.push(',');
+        }
+        body.push_str(after);
+        return (hash, body);
+    }
     let hash = value_hash(value);
     let mut body = String::with_capacity(832);
     match value {
@@ -253,6 +292,29 @@ mod tests {
     }
 
     #[test]
+    fn hash_splices_into_any_position() {
+        for keys in [
+            &[][..],
+            &["a"],
+            &["z"],
+            &["a", "z"],
+            &["a", "b"],
+            &["x", "y"],
+        ] {
+            let mut m = serde_json::Map::new();
+            for k in keys {
+                m.insert(k.to_string(), Value::from(1));
+            }
+            let v = Value::Object(m);
+            let (hash, body) = hash_and_body(&v);
+            let mut generic = String::new();
+            write_object(&mut generic, v.as_object().unwrap(), TopHash::Insert(&hash));
+            assert_eq!(body, generic, "{keys:?}");
+            assert_eq!(hash, value_hash(&v));
+        }
+    }
+
+    #[test]
     fn canonical_is_stable() {
         let r = sample();
         assert_eq!(canonical_json(&r), canonical_json(&r.clone()));
@@ -382,6 +444,10 @@ mod tests {
             let back: Value = serde_json::from_str(&body).unwrap();
             proptest::prop_assert_eq!(back["hash"].as_str(), Some(hash.as_str()));
             proptest::prop_assert_eq!(canonical_json_value(&back), canonical_json_value(&value));
+            // The splice is exactly the canonical form with the hash in its sorted place.
+            let mut generic = String::new();
+            write_object(&mut generic, value.as_object().unwrap(), TopHash::Insert(&hash));
+            proptest::prop_assert_eq!(&body, &generic);
         }
     }
 }
