@@ -23,8 +23,10 @@ function el(tag, attrs, ...kids) {
 }
 const $ = (id) => document.getElementById(id);
 
-async function api(method, path, body) {
+async function api(method, path, body, background) {
   const headers = { Accept: "application/json" };
+  // Polling is not the person's activity: it must not keep an unattended session alive.
+  if (background) headers["X-Warden-Background"] = "1";
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET" && S.csrf) headers["X-CSRF-Token"] = S.csrf;
   const r = await fetch(path, {
@@ -39,7 +41,7 @@ async function api(method, path, body) {
   }
   return r;
 }
-const getJSON = async (path) => (await api("GET", path)).json();
+const getJSON = async (path, background) => (await api("GET", path, undefined, background)).json();
 
 function toast(msg) {
   const t = $("toast");
@@ -156,7 +158,7 @@ function route() {
 
 async function chainStatus() {
   try {
-    const c = await getJSON("/api/v1/chain");
+    const c = await getJSON("/api/v1/chain", true);
     const box = $("chain");
     box.replaceChildren();
     box.append("Evidence chain: head #" + c.head_seq + " · ");
@@ -190,7 +192,7 @@ function startEvents() {
   });
   es.onerror = () => {
     $("live-state").textContent = "reconnecting…";
-    fetch("/api/v1/me", { credentials: "same-origin" }).then((r) => { if (r.status === 401) signedOut(); });
+    fetch("/api/v1/me", { credentials: "same-origin", headers: { "X-Warden-Background": "1" } }).then((r) => { if (r.status === 401) signedOut(); });
   };
 }
 

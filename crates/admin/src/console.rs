@@ -10,7 +10,8 @@
 //!   and returns the session's CSRF token. The token is 256 random bits; the server keeps
 //!   only its SHA-256, so a memory dump of sessions holds no usable cookie. A JSON body
 //!   is required, so an HTML form on another site cannot sign a victim in.
-//! - **Sessions** end after [`ConsoleSettings::idle`] without a request, after
+//! - **Sessions** end after [`ConsoleSettings::idle`] without a request made by the
+//!   person (the page's background polling and its event stream do not count), after
 //!   [`ConsoleSettings::lifetime`] in any case, or on `POST /api/v1/logout`. The
 //!   principal is the one authenticated at sign-in (a revoked key keeps its open console
 //!   session until one of those).
@@ -190,7 +191,13 @@ impl Sessions {
                 map.remove(&key);
                 return Err(Refused::NoSession);
             }
-            e.last_seen = now;
+            // Background requests of an open page (polling) do not keep it alive: an
+            // unattended console still ends after the idle time.
+            let background = req.headers().contains_key("x-warden-background")
+                || req.uri().path().ends_with("/approvals/events");
+            if !background {
+                e.last_seen = now;
+            }
             (e.principal.clone(), e.csrf.clone())
         };
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -485,6 +492,19 @@ mod tests {
             s.check(&req("GET", Some(&token), None, None)),
             Err(Refused::NoSession)
         ));
+
+        let (token, _) = s.create(p("user:dana", &[]));
+        let key = digest(&token);
+        let seen = |s: &Sessions| s.lock()[&key].last_seen;
+        let before = seen(&s);
+        std::thread::sleep(Duration::from_millis(5));
+        let mut bg = req("GET", Some(&token), None, None);
+        bg.headers_mut()
+            .insert("x-warden-background", HeaderValue::from_static("1"));
+        assert!(s.check(&bg).is_ok());
+        assert_eq!(seen(&s), before, "polling does not count as activity");
+        assert!(s.check(&req("GET", Some(&token), None, None)).is_ok());
+        assert!(seen(&s) > before);
 
         let short = Sessions::new(ConsoleSettings {
             idle: Duration::ZERO,
