@@ -136,21 +136,27 @@ struct Chain {
     journal: Journal,
     /// Set when the log can no longer be trusted (a failed write could not be undone).
     broken: Option<String>,
-    /// Lines of background records placed in the chain but not yet written.
+    /// Lines of records placed in the chain but not yet written (see [`Ledger::submit`]).
     pending: Vec<u8>,
-    /// The seq of the last line in `pending`.
+    /// The seqs of the first and last line in `pending`.
+    pending_first: u64,
     pending_last: u64,
+    /// Every record up to this seq is in the log (or was lost, see `lost`).
+    written: u64,
+    /// Recent failed writes: (first seq, last seq, why). Their records are not durable.
+    lost: VecDeque<(u64, u64, String)>,
     syncer: Option<Arc<Syncer>>,
     recent: VecDeque<String>,
     recent_set: HashSet<String>,
 }
 
 impl Chain {
-    /// Write `pending` (which ends with the line of record `last`) in one `write(2)`.
-    fn write_pending(&mut self, last: u64) -> Result<(), String> {
+    /// Write every pending line in one `write(2)`.
+    fn write_pending(&mut self) -> Result<(), String> {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let (first, last) = (self.pending_first, self.pending_last);
         let buf = std::mem::take(&mut self.pending);
         let result = self.journal.append(&buf);
         self.pending = buf;
@@ -160,11 +166,33 @@ impl Chain {
             if broken {
                 self.broken = Some(format!("{what} (and cannot undo a partial write)"));
             }
+            // These records are still indexed (the log only serves recovery), but whoever
+            // waits on one of them is told it is not durable.
+            if self.lost.len() >= 16 {
+                self.lost.pop_front();
+            }
+            self.lost.push_back((first, last, what.clone()));
+            self.written = last;
             return Err(what);
         }
+        self.written = last;
         if let Some(s) = &self.syncer {
             lock(&s.state).written = last;
             s.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Make sure record `seq` is in the log, writing what is pending if needed.
+    fn make_durable(&mut self, seq: u64) -> Result<(), String> {
+        if self.written < seq {
+            let _ = self.write_pending();
+        }
+        if let Some((_, _, why)) = self.lost.iter().find(|(a, b, _)| *a <= seq && seq <= *b) {
+            return Err(why.clone());
+        }
+        if self.written < seq {
+            return Err(format!("record {seq} was not written to the append log"));
         }
         Ok(())
     }
@@ -353,13 +381,20 @@ impl Ledger {
         rec: EvidenceRecord,
     ) -> impl std::future::Future<Output = Result<Appended, LedgerError>> + Send + 'static + use<>
     {
-        let placed = self.place(rec, true);
+        let placed = self.place(rec);
+        let chain = self.inner.chain.as_ref().ok().cloned();
         let synced = match (&placed, &self.inner.syncer) {
             (Ok(_), Some(s)) => Some(s.synced.subscribe()),
             _ => None,
         };
         async move {
             let a = placed?;
+            // The first awaited future writes every line placed before it (its own and any
+            // other session's): one write(2) for a batch of statements, a session.start and
+            // its first request, or the responses that preceded it.
+            if let Some(chain) = chain {
+                lock(&chain).make_durable(a.seq).map_err(unavailable)?;
+            }
             if let Some(mut rx) = synced {
                 let seq = a.seq;
                 let s = rx
@@ -383,7 +418,7 @@ impl Ledger {
     /// [`Ledger::flush`].
     pub fn append_background(&self, rec: EvidenceRecord) {
         let id = rec.id.clone();
-        if let Err(e) = self.place(rec, false) {
+        if let Err(e) = self.place(rec) {
             self.inner
                 .shared
                 .background_failures
@@ -467,9 +502,9 @@ impl Ledger {
     }
 
     /// Place `rec` in the chain and write it to the log.
-    /// `awaited`: written to the log now (with any background lines before it);
-    /// otherwise the line waits in `pending` (see [`PENDING_MAX`]).
-    fn place(&self, mut rec: EvidenceRecord, awaited: bool) -> Result<Appended, LedgerError> {
+    /// The line waits in `pending` until a submitted future is awaited, the indexer takes
+    /// it, or [`PENDING_MAX`] bytes wait.
+    fn place(&self, mut rec: EvidenceRecord) -> Result<Appended, LedgerError> {
         let inner = &*self.inner;
         let chain = inner.chain.as_ref().map_err(|e| unavailable(e.clone()))?;
         if !inner.shared.alive.load(Ordering::Relaxed) {
@@ -513,15 +548,12 @@ impl Ledger {
         fields.insert("seq".into(), rec.seq.into());
         fields.insert("prev_hash".into(), rec.prev_hash.clone().into());
         let (hash, line) = chain::hash_and_body(&value);
+        if c.pending.is_empty() {
+            c.pending_first = rec.seq;
+        }
         c.pending.extend_from_slice(line.as_bytes());
         c.pending.push(b'\n');
-        if awaited || c.pending.len() >= PENDING_MAX {
-            // On failure the background lines before this one are not in the log, but they
-            // are queued for indexing, which is what the log would have been used for.
-            c.write_pending(rec.seq).map_err(unavailable)?;
-        } else {
-            c.pending_last = rec.seq;
-        }
+        c.pending_last = rec.seq;
         rec.hash = hash;
         c.seq = rec.seq;
         c.hash.clone_from(&rec.hash);
@@ -534,6 +566,11 @@ impl Ledger {
         c.recent.push_back(rec.id.clone());
         c.recent_set.insert(rec.id.clone());
         inner.shared.backlog.fetch_add(1, Ordering::Relaxed);
+        if c.pending.len() >= PENDING_MAX
+            && let Err(e) = c.write_pending()
+        {
+            tracing::error!("evidence append log: {e}");
+        }
         let row = IndexRow::new(&rec, line);
         if self.send(IndexCmd::Row(Box::new(row))).is_err() {
             // Written but never to be indexed by this process: recovery indexes it on the
@@ -594,7 +631,10 @@ fn start(cfg: &WriterConfig, shared: &Shared) -> Result<(Chain, Connection), Str
             journal,
             broken: None,
             pending: Vec::with_capacity(PENDING_MAX),
+            pending_first: 0,
             pending_last: 0,
+            written: seq,
+            lost: VecDeque::new(),
             syncer: None,
             recent: VecDeque::with_capacity(RECENT_IDS),
             recent_set: HashSet::with_capacity(RECENT_IDS),
@@ -845,8 +885,7 @@ impl Indexer {
         let Ok(mut c) = chain.try_lock() else {
             return;
         };
-        let last = c.pending_last;
-        if let Err(e) = c.write_pending(last) {
+        if let Err(e) = c.write_pending() {
             tracing::error!("evidence append log: {e}");
         }
     }
