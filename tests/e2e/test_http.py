@@ -103,7 +103,7 @@ effect = "allow"
 id = "read-invoices"
 principals = ["group:agents"]
 connections = ["billing"]
-http = ["GET /invoices/**", "GET /big", "GET /bigtext", "POST /upload", "GET /ws", "GET /plain/**", "GET /events"]
+http = ["GET /invoices/**", "GET /big", "GET /bigtext", "GET /asis", "POST /upload", "GET /ws", "GET /plain/**", "GET /events"]
 effect = "allow"
 
 [[rules]]
@@ -225,6 +225,13 @@ class Upstream(http.server.BaseHTTPRequestHandler):
         if u.path.startswith("/invoices/"):
             self._json(200, {"id": u.path.rsplit("/", 1)[-1], "customer": {"email": EMAIL},
                              "card_number": CARD, "amount": 12.5, "note": "ok"})
+        elif u.path == "/asis":
+            body = ASIS_JSON
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif u.path in ("/big", "/bigtext"):
             size = int(q.get("size", ["0"])[0])
             text = u.path == "/bigtext"
@@ -515,6 +522,16 @@ def test_agent_key_is_nowhere_in_the_store(hw):
         for f in (hw.tmp / "data").rglob("*"):
             if f.is_file():
                 assert secret.encode() not in f.read_bytes(), f"{secret[:6]}… found in {f}"
+
+
+# Key order, spacing and number spelling a re-serialization would change; nothing to mask.
+ASIS_JSON = b'{"z": 1,  "a": [1.50, 2e3], "m": {"y": "ok", "b": null}}'
+
+
+def test_json_with_nothing_to_mask_passes_byte_for_byte(hw):
+    r = httpx.get(f"{hw.base}/billing/asis", headers=auth(hw))
+    assert r.status_code == 200
+    assert r.content == ASIS_JSON
 
 
 def test_json_response_masked_with_right_length(hw):

@@ -757,7 +757,13 @@ async fn collect_up_to(
 fn mask_json_body(m: &ConnectionMasker, buf: &[u8], stats: &mut MaskStats) -> Bytes {
     match serde_json::from_slice::<Value>(buf) {
         Ok(mut v) => {
+            let before: u64 = stats.per_detector.values().sum();
             m.mask_json(&mut v, stats);
+            if stats.per_detector.values().sum::<u64>() == before {
+                // Nothing masked: the caller gets the upstream's exact bytes (key order,
+                // spacing, number spelling), not a re-serialization.
+                return Bytes::copy_from_slice(buf);
+            }
             Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
         }
         Err(_) => Bytes::from(m.mask_bytes(buf, stats).into_owned()),
