@@ -235,6 +235,8 @@ struct Inner {
     /// `Err`: the ledger could not start (every append is refused with this).
     chain: Result<Arc<Mutex<Chain>>, String>,
     backlog_limit: usize,
+    /// Longest an awaited append is held back while the indexer is far behind.
+    pace_wait: Duration,
     index_tx: Mutex<Option<mpsc::Sender<IndexCmd>>>,
     shared: Arc<Shared>,
     syncer: Option<Arc<Syncer>>,
@@ -284,6 +286,7 @@ impl Ledger {
         let mut inner = Inner {
             chain: Err(String::new()),
             backlog_limit: cfg.index_backlog,
+            pace_wait: cfg.busy_timeout,
             index_tx: Mutex::new(None),
             shared: shared.clone(),
             syncer: None,
@@ -383,6 +386,8 @@ impl Ledger {
     {
         let placed = self.place(rec);
         let chain = self.inner.chain.as_ref().ok().cloned();
+        let shared = self.inner.shared.clone();
+        let (soft_limit, pace_wait) = (self.inner.backlog_limit / 2, self.inner.pace_wait);
         let synced = match (&placed, &self.inner.syncer) {
             (Ok(_), Some(s)) => Some(s.synced.subscribe()),
             _ => None,
@@ -394,6 +399,19 @@ impl Ledger {
             // its first request, or the responses that preceded it.
             if let Some(chain) = chain {
                 lock(&chain).make_durable(a.seq).map_err(unavailable)?;
+            }
+            // Backpressure: while the indexer is more than half its backlog behind, hold
+            // the caller (its next action) back a little, so that a sustained burst slows
+            // sessions down instead of reaching the hard limit, where appends are refused.
+            // The record itself is already durable.
+            if shared.backlog.load(Ordering::Relaxed) > soft_limit {
+                let until = Instant::now() + pace_wait;
+                while shared.backlog.load(Ordering::Relaxed) > soft_limit
+                    && shared.alive.load(Ordering::Relaxed)
+                    && Instant::now() < until
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
             }
             if let Some(mut rx) = synced {
                 let seq = a.seq;
