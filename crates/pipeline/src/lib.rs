@@ -54,8 +54,8 @@ pub struct Pipeline {
     masker: Option<warden_masking::Masker>,
     limits: EvidenceLimits,
     /// Classified statement texts (`classify` / `classify_one`), see `sql_cache`.
-    sql_cache: sql_cache::SqlCache,
-    one_cache: sql_cache::SqlCache,
+    sql_cache: sql_cache::SqlCache<Arc<[warden_policy::StatementInfo]>>,
+    one_cache: sql_cache::SqlCache<Arc<warden_policy::StatementInfo>>,
 }
 
 /// How much of each response the evidence keeps (after masking).

@@ -189,7 +189,9 @@ impl Session {
     pub fn classify_sql(&self, sql: &str) -> Arc<[StatementInfo]> {
         self.pipeline
             .sql_cache
-            .classify(sql, self.dialect(), warden_policy::classify)
+            .classify(sql, self.dialect(), |s, d| {
+                warden_policy::classify(s, d).into()
+            })
     }
 
     /// Classify one statement (an extended-protocol Parse), cached by text.
@@ -198,11 +200,9 @@ impl Session {
             .pipeline
             .one_cache
             .classify(sql, self.dialect(), |s, d| {
-                vec![warden_policy::classify_one(s, d)]
+                Arc::new(warden_policy::classify_one(s, d))
             });
-        one.first()
-            .cloned()
-            .unwrap_or_else(|| warden_policy::classify_one(sql, self.dialect()))
+        StatementInfo::clone(&one)
     }
 
     pub fn decide_sql(&self, info: &StatementInfo) -> Decision {

@@ -8,19 +8,25 @@
 //! the map is emptied when it reaches [`MAX_ENTRIES`] (no per-hit bookkeeping on the hot
 //! path; a workload with more distinct texts than that simply parses as before).
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use warden_policy::{Dialect, StatementInfo};
+use warden_policy::Dialect;
 
 pub(crate) const MAX_ENTRIES: usize = 4096;
 pub(crate) const MAX_TEXT: usize = 2048;
 
-type Map = HashMap<Box<str>, Arc<[StatementInfo]>>;
+/// Text → classification (`V`: the statements of a query string, or one statement),
+/// one map per dialect (the same text may classify differently).
+pub(crate) struct SqlCache<V> {
+    maps: Mutex<[HashMap<Box<str>, V>; 2]>,
+}
 
-/// One map per dialect (the same text may classify differently).
-#[derive(Default)]
-pub(crate) struct SqlCache {
-    maps: Mutex<[Map; 2]>,
+impl<V> Default for SqlCache<V> {
+    fn default() -> Self {
+        SqlCache {
+            maps: Mutex::new([HashMap::new(), HashMap::new()]),
+        }
+    }
 }
 
 fn slot(d: Dialect) -> usize {
@@ -30,22 +36,22 @@ fn slot(d: Dialect) -> usize {
     }
 }
 
-impl SqlCache {
+impl<V: Clone> SqlCache<V> {
     /// `classify(sql, dialect)` through the cache.
     pub(crate) fn classify(
         &self,
         sql: &str,
         dialect: Dialect,
-        classify: impl FnOnce(&str, Dialect) -> Vec<StatementInfo>,
-    ) -> Arc<[StatementInfo]> {
+        classify: impl FnOnce(&str, Dialect) -> V,
+    ) -> V {
         if sql.len() > MAX_TEXT {
-            return classify(sql, dialect).into();
+            return classify(sql, dialect);
         }
         if let Some(hit) = self.lock()[slot(dialect)].get(sql) {
             return hit.clone();
         }
         // Parsed outside the lock: sessions never wait on each other's parses.
-        let info: Arc<[StatementInfo]> = classify(sql, dialect).into();
+        let info = classify(sql, dialect);
         let mut maps = self.lock();
         let map = &mut maps[slot(dialect)];
         if map.len() >= MAX_ENTRIES {
@@ -55,7 +61,7 @@ impl SqlCache {
         info
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, [Map; 2]> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, [HashMap<Box<str>, V>; 2]> {
         self.maps.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -63,14 +69,16 @@ impl SqlCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use warden_policy::StatementInfo;
 
     #[test]
     fn a_hit_is_what_a_parse_returns_and_the_map_stays_bounded() {
-        let cache = SqlCache::default();
+        let cache = SqlCache::<Arc<[StatementInfo]>>::default();
         let calls = std::cell::Cell::new(0);
         let parse = |s: &str, d| {
             calls.set(calls.get() + 1);
-            warden_policy::classify(s, d)
+            Arc::<[StatementInfo]>::from(warden_policy::classify(s, d))
         };
         let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
         let a = cache.classify(sql, Dialect::Postgres, parse);

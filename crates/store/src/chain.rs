@@ -141,39 +141,26 @@ fn write_object(out: &mut String, map: &serde_json::Map<String, Value>, top: Top
         TopHash::Insert(h) => Some(Value::String(h.to_string())),
         _ => None,
     };
-    // serde_json's default map is sorted already: write it as it iterates, `hash` slotted
-    // into its place. (With the `preserve_order` feature enabled anywhere in the build it
-    // is not sorted: then sort.)
-    if map.keys().is_sorted_by(|a, b| a.as_bytes() <= b.as_bytes()) {
-        let mut insert = match top {
-            TopHash::Insert(h) => Some(h),
-            _ => None,
-        };
+    // serde_json's default map iterates sorted: write it as it is, without collecting.
+    // (With `preserve_order` enabled anywhere in the build it does not: then sort below.
+    // A top-level `hash` to insert is the sorted case of `hash_and_body`, not here.)
+    if !matches!(top, TopHash::Insert(_))
+        && map.keys().is_sorted_by(|a, b| a.as_bytes() <= b.as_bytes())
+    {
+        let skip_hash = matches!(top, TopHash::Skip);
         out.push('{');
         let mut first = true;
-        let mut entry = |out: &mut String, k: &str, write: &mut dyn FnMut(&mut String)| {
+        for (k, v) in map {
+            if skip_hash && k == "hash" {
+                continue;
+            }
             if !first {
                 out.push(',');
             }
             first = false;
             write_str(out, k);
             out.push(':');
-            write(out);
-        };
-        for (k, v) in map {
-            if !matches!(top, TopHash::Keep) && k == "hash" {
-                continue;
-            }
-            if let Some(h) = insert
-                && "hash".as_bytes() < k.as_bytes()
-            {
-                entry(out, "hash", &mut |o| write_str(o, h));
-                insert = None;
-            }
-            entry(out, k, &mut |o| write_value(o, v));
-        }
-        if let Some(h) = insert {
-            entry(out, "hash", &mut |o| write_str(o, h));
+            write_value(out, v);
         }
         out.push('}');
         return;

@@ -212,6 +212,17 @@ struct Shared {
     fatal: Mutex<Option<String>>,
 }
 
+impl Shared {
+    /// Why appends are refused once the indexer is gone.
+    fn stopped(&self) -> LedgerError {
+        unavailable(
+            lock(&self.fatal)
+                .clone()
+                .unwrap_or_else(|| "the evidence indexer is not running".into()),
+        )
+    }
+}
+
 /// Fsync durability: written vs synced, and who waits for it.
 struct Syncer {
     state: Mutex<SyncState>,
@@ -358,11 +369,7 @@ impl Ledger {
             return Err(unavailable(e.clone()));
         }
         if !self.inner.shared.alive.load(Ordering::SeqCst) {
-            return Err(unavailable(
-                lock(&self.inner.shared.fatal)
-                    .clone()
-                    .unwrap_or_else(|| "the evidence indexer is not running".into()),
-            ));
+            return Err(self.inner.shared.stopped());
         }
         Ok(())
     }
@@ -526,11 +533,7 @@ impl Ledger {
         let inner = &*self.inner;
         let chain = inner.chain.as_ref().map_err(|e| unavailable(e.clone()))?;
         if !inner.shared.alive.load(Ordering::Relaxed) {
-            return Err(unavailable(
-                lock(&inner.shared.fatal)
-                    .clone()
-                    .unwrap_or_else(|| "the evidence indexer is not running".into()),
-            ));
+            return Err(inner.shared.stopped());
         }
         let backlog = inner.shared.backlog.load(Ordering::Relaxed);
         if backlog >= inner.backlog_limit {
