@@ -643,13 +643,39 @@ def test_warden_session_groups_requests(hw):
     assert all(r["purpose"] == "nightly recon" for r in reqs)
     starts = [x for x in hw.audit(kind="session.start", session=reqs[0]["session_id"])]
     assert len(starts) == 1
-    # Without the header: one session per request.
+    # Without the header: one session per client connection (two one-shot clients: two).
     a = httpx.get(f"{hw.base}/billing/invoices/{sid}-a", headers=auth(hw))
     b = httpx.get(f"{hw.base}/billing/invoices/{sid}-b", headers=auth(hw))
     assert a.status_code == b.status_code == 200
     ra = wait_for(lambda: requests_for(hw, f"GET /invoices/{sid}-a HTTP/1.1"), what="a")[0]
     rb = wait_for(lambda: requests_for(hw, f"GET /invoices/{sid}-b HTTP/1.1"), what="b")[0]
     assert ra["session_id"] != rb["session_id"] != reqs[0]["session_id"]
+
+
+def test_keepalive_connection_is_one_session_per_purpose(hw):
+    tag = "ka-" + uuid.uuid4().hex[:6]
+    with httpx.Client(headers=auth(hw)) as c:
+        for i in range(3):
+            r = c.get(f"{hw.base}/billing/invoices/{tag}-{i}", headers={"Warden-Purpose": "recon"})
+            assert r.status_code == 200
+        r = c.get(f"{hw.base}/billing/invoices/{tag}-other", headers={"Warden-Purpose": "audit"})
+        assert r.status_code == 200
+        reqs = [wait_for(lambda i=i: requests_for(hw, f"GET /invoices/{tag}-{i} HTTP/1.1"),
+                         what="req")[0] for i in range(3)]
+        other = wait_for(lambda: requests_for(hw, f"GET /invoices/{tag}-other HTTP/1.1"),
+                         what="other")[0]
+        sid = reqs[0]["session_id"]
+        assert {r["session_id"] for r in reqs} == {sid}
+        assert all(r["purpose"] == "recon" for r in reqs)
+        assert other["session_id"] != sid and other["purpose"] == "audit"
+        start = hw.audit(kind="session.start", session=sid)
+        assert len(start) == 1 and start[0]["purpose"] == "recon"
+        # Still open while the client connection is.
+        assert hw.audit(kind="session.end", session=sid) == []
+    # Closing the client connection ends both sessions.
+    for s in (sid, other["session_id"]):
+        [end] = wait_for(lambda s=s: hw.audit(kind="session.end", session=s), what="session.end")
+        assert end["detail"].startswith("client terminated the session")
 
 
 def test_http2_prior_knowledge(hw):
@@ -1051,3 +1077,17 @@ def test_jwt_bearer_with_on_behalf_of(hw):
         if f.is_file():
             data = f.read_bytes()
             assert token.encode() not in data and expired.encode() not in data
+
+
+def test_revoked_key_is_refused_at_once_on_a_keepalive_connection(hw):
+    # Key records are cached for the hot path; a revocation by the CLI (another process)
+    # must still be effective for the very next request, even on an open connection.
+    k = hw.create_key("agent:reporter", ["agents"])
+    with httpx.Client(headers={"Authorization": f"Bearer {k.secret}"}) as c:
+        assert c.get(f"{hw.base}/billing/invoices/rv-1").status_code == 200
+        assert c.get(f"{hw.base}/billing/invoices/rv-2").status_code == 200
+        rv = run_warden(["keys", "revoke", "--config", str(hw.config), k.id])
+        assert rv.returncode == 0, rv.stderr
+        r = c.get(f"{hw.base}/billing/invoices/rv-3")
+        assert r.status_code == 401, r.text
+    assert requests_for(hw, "GET /invoices/rv-3 HTTP/1.1") == []

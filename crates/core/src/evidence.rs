@@ -208,10 +208,12 @@ impl EvidenceRecord {
 pub fn new_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // getpid(2) is a real system call (glibc no longer caches it): read it once.
+    static PID: std::sync::LazyLock<u32> = std::sync::LazyLock::new(std::process::id);
     let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
     let c = COUNTER.fetch_add(1, Ordering::Relaxed);
     // Mix in address-space entropy cheaply; uniqueness comes from time + counter + pid.
-    let pid = std::process::id() as u64;
+    let pid = *PID as u64;
     format!(
         "{:016x}{:08x}{:08x}",
         nanos,

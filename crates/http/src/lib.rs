@@ -7,7 +7,8 @@
 //! - [`target`]: routing and path normalization (what policy sees = what is forwarded).
 //! - [`headers`]: hop-by-hop removal, Warden's own headers, redacted evidence copy.
 //! - [`body`]: streaming request/response taps (bounded memory, masked excerpts).
-//! - [`sessions`]: `Warden-Session` keyed evidence sessions with idle expiry.
+//! - [`sessions`]: evidence sessions: `Warden-Session` keyed ones with idle expiry, else one
+//!   per client connection.
 //! - [`upstream`]: pooled hyper clients (HTTP and verified HTTPS).
 //! - [`tunnel`]: upgraded connections (WebSocket frames followed for evidence).
 //! - [`guard`]: a framing check in front of hyper's parser (request smuggling).
@@ -260,8 +261,17 @@ impl HttpGateway {
     {
         let (io, flag) = guard::FramingGuard::new(io);
         let gw = self.clone();
+        let scope = Arc::new(sessions::ConnSessions::default());
+        let svc_scope = scope.clone();
         let svc = hyper::service::service_fn(move |req| {
-            proxy::handle(gw.clone(), peer, scheme, flag.clone(), req)
+            proxy::handle(
+                gw.clone(),
+                peer,
+                scheme,
+                flag.clone(),
+                svc_scope.clone(),
+                req,
+            )
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), svc)
@@ -269,6 +279,7 @@ impl HttpGateway {
         if let Err(e) = watcher.watch(conn).await {
             tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
         }
+        scope.close().await;
     }
 
     /// Open `Warden-Session` sessions (for tests and metrics).

@@ -22,7 +22,7 @@ use crate::guard::Poison;
 use crate::headers::{
     evidence_headers, scrub, set_forwarded, strip_hop_by_hop, take_warden_headers,
 };
-use crate::sessions::{Lease, OpenError};
+use crate::sessions::{ConnSessions, Lease, OpenError};
 use crate::target::{TargetError, route};
 
 const PROTO: &str = "http";
@@ -95,6 +95,7 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     scheme: &'static str,
     poison: Poison,
+    scope: Arc<ConnSessions>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     if let Some(why) = poison.get() {
@@ -119,7 +120,7 @@ pub(crate) async fn handle(
     {
         return Ok(fd.handle(req, peer, scheme).await);
     }
-    Ok(handle_inner(&gw, peer, scheme, req).await)
+    Ok(handle_inner(&gw, peer, scheme, &scope, req).await)
 }
 
 fn bearer(h: &http::HeaderMap) -> Result<&str, &'static str> {
@@ -142,6 +143,7 @@ async fn handle_inner(
     gw: &Arc<HttpGateway>,
     peer: SocketAddr,
     scheme: &'static str,
+    scope: &ConnSessions,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -262,6 +264,7 @@ async fn handle_inner(
             &client,
             session_key.as_deref(),
             purpose,
+            Some(scope),
         )
         .await
     {

@@ -1,6 +1,7 @@
 //! HTTP evidence sessions: one per `Warden-Session` value per principal and connection
-//! (kept while requests keep coming, ended after an idle period), or one per request when
-//! the header is absent.
+//! (kept while requests keep coming, ended after an idle period); without the header, one
+//! per client connection, principal, connection and purpose ([`ConnSessions`], ended when
+//! the client connection closes), like a PostgreSQL session.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,12 +33,83 @@ pub struct Sessions {
 }
 
 /// A session in use by one request. Per-request sessions end when the lease is ended;
-/// keyed ones stay open.
+/// keyed and per-connection ones stay open.
 pub struct Lease {
     pub session: Arc<Session>,
-    keyed: Option<Arc<AtomicUsize>>,
+    kind: LeaseKind,
     /// `session.start` of a per-request session, queued but maybe not durable yet.
     started: Option<StartWait>,
+}
+
+enum LeaseKind {
+    PerRequest,
+    /// A `Warden-Session` session; the counter holds its requests in flight.
+    Keyed(Arc<AtomicUsize>),
+    /// The client connection's session: ended by [`ConnSessions::close`].
+    Connection,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ConnKey {
+    principal: String,
+    on_behalf_of: Option<String>,
+    connection: String,
+    purpose: Option<String>,
+}
+
+/// Most sessions one client connection keeps (distinct principals, connections and
+/// purposes); beyond it, requests get a session of their own.
+const MAX_PER_CLIENT_CONNECTION: usize = 16;
+
+/// The sessions of one client (TCP or TLS) connection for requests without
+/// `Warden-Session`: keep-alive callers pay for `session.start` once, not per request.
+#[derive(Default)]
+pub struct ConnSessions {
+    map: Mutex<HashMap<ConnKey, Arc<OnceCell<Arc<Session>>>>>,
+}
+
+impl ConnSessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnKey, Arc<OnceCell<Arc<Session>>>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self) -> Vec<Arc<Session>> {
+        self.lock()
+            .drain()
+            .filter_map(|(_, cell)| cell.get().cloned())
+            .collect()
+    }
+
+    /// The client connection closed: end its sessions (durably).
+    pub async fn close(&self) {
+        for s in self.take() {
+            s.end(SessionEnd::ClientTerminated).await;
+        }
+    }
+}
+
+impl Drop for ConnSessions {
+    /// The connection's task was dropped before [`ConnSessions::close`] (shutdown): end
+    /// what is left in the background rather than leave sessions without `session.end`.
+    fn drop(&mut self) {
+        let left = self.take();
+        if left.is_empty() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move {
+                    for s in left {
+                        s.end(SessionEnd::Shutdown).await;
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(
+                sessions = left.len(),
+                "runtime gone: session.end not recorded"
+            ),
+        }
+    }
 }
 
 type StartWait = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
@@ -53,16 +125,17 @@ impl Lease {
     }
 
     pub fn keyed(&self) -> bool {
-        self.keyed.is_some()
+        matches!(self.kind, LeaseKind::Keyed(_))
     }
 
     /// The request is over: end a per-request session (durably, in the background).
     pub fn release(self, why: SessionEnd) {
-        match self.keyed {
-            Some(n) => {
+        match self.kind {
+            LeaseKind::Keyed(n) => {
                 n.fetch_sub(1, Ordering::AcqRel);
             }
-            None => {
+            LeaseKind::Connection => {}
+            LeaseKind::PerRequest => {
                 let s = self.session;
                 // Bodies can be dropped while the runtime shuts down: never panic there.
                 match tokio::runtime::Handle::try_current() {
@@ -97,7 +170,9 @@ impl Sessions {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The session for this request: the keyed one (opened on first use) or a new one.
+    /// The session for this request: the keyed one (opened on first use), else the
+    /// client connection's one (`scope`), else a new one.
+    #[allow(clippy::too_many_arguments)]
     pub async fn lease(
         &self,
         pipeline: &Arc<Pipeline>,
@@ -106,7 +181,46 @@ impl Sessions {
         client: &str,
         key: Option<&str>,
         purpose: Option<String>,
+        scope: Option<&ConnSessions>,
     ) -> Result<Lease, OpenError> {
+        let open = |purpose: Option<String>| {
+            Session::open(
+                pipeline.clone(),
+                principal.clone(),
+                connection.clone(),
+                client.to_string(),
+                purpose,
+            )
+        };
+        if key.is_none()
+            && let Some(scope) = scope
+        {
+            let k = ConnKey {
+                principal: principal.id.clone(),
+                on_behalf_of: principal.on_behalf_of.clone(),
+                connection: connection.name.clone(),
+                purpose: purpose.clone(),
+            };
+            let cell = {
+                let mut map = scope.lock();
+                if map.contains_key(&k) || map.len() < MAX_PER_CLIENT_CONNECTION {
+                    Some(map.entry(k).or_default().clone())
+                } else {
+                    None
+                }
+            };
+            if let Some(cell) = cell {
+                let s = cell
+                    .get_or_try_init(|| open(purpose))
+                    .await
+                    .map_err(|e| OpenError::Ledger(e.to_string()))?;
+                return Ok(Lease {
+                    session: s.clone(),
+                    kind: LeaseKind::Connection,
+                    started: None,
+                });
+            }
+        }
         let Some(key) = key else {
             let (s, started) = Session::open_submitted(
                 pipeline.clone(),
@@ -117,7 +231,7 @@ impl Sessions {
             );
             return Ok(Lease {
                 session: s,
-                keyed: None,
+                kind: LeaseKind::PerRequest,
                 started: Some(Box::pin(
                     async move { started.await.map_err(|e| e.to_string()) },
                 )),
@@ -143,17 +257,7 @@ impl Sessions {
             e.in_flight.fetch_add(1, Ordering::AcqRel);
             (e.cell.clone(), e.in_flight.clone())
         };
-        let opened = cell
-            .get_or_try_init(|| {
-                Session::open(
-                    pipeline.clone(),
-                    principal.clone(),
-                    connection.clone(),
-                    client.to_string(),
-                    purpose.clone(),
-                )
-            })
-            .await;
+        let opened = cell.get_or_try_init(|| open(purpose.clone())).await;
         match opened {
             Ok(s) => {
                 if purpose.is_some() && s.purpose() != purpose {
@@ -161,7 +265,7 @@ impl Sessions {
                 }
                 Ok(Lease {
                     session: s.clone(),
-                    keyed: Some(in_flight),
+                    kind: LeaseKind::Keyed(in_flight),
                     started: None,
                 })
             }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use warden_core::{AuthInfo, AuthMethod, EvidenceRecord, Principal};
-use warden_http::sessions::Sessions;
+use warden_http::sessions::{ConnSessions, Sessions};
 use warden_pipeline::{ConnectionSpec, Pipeline, Protocol, SessionEnd, UpstreamTls};
 use warden_policy::Policy;
 use warden_store::{Durability, RecordFilter, Store};
@@ -37,8 +37,15 @@ fn records(store: &Store, kind: &str) -> Vec<EvidenceRecord> {
     out
 }
 
-#[tokio::test]
-async fn keyed_sessions_are_shared_and_expire_when_idle() {
+type Setup = (
+    tempfile::TempDir,
+    Arc<Store>,
+    Arc<Pipeline>,
+    Arc<ConnectionSpec>,
+);
+
+/// A store, a pipeline and one HTTP connection `api`.
+fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open("sqlite://e.db", dir.path(), Durability::Process).unwrap());
     let spec = ConnectionSpec {
@@ -54,23 +61,37 @@ async fn keyed_sessions_are_shared_and_expire_when_idle() {
     };
     let pipeline = Pipeline::new(vec![spec], Policy::default(), store.clone(), None, None);
     let conn = pipeline.connection("api").unwrap();
+    (dir, store, pipeline, conn)
+}
+
+#[tokio::test]
+async fn keyed_sessions_are_shared_and_expire_when_idle() {
+    let (_dir, store, pipeline, conn) = setup();
     let sessions = Sessions::new(Duration::from_millis(200), 10);
     let (a, b) = (principal("agent:a"), principal("agent:b"));
 
     let l1 = sessions
-        .lease(&pipeline, &a, &conn, "c", Some("run-1"), Some("p1".into()))
+        .lease(
+            &pipeline,
+            &a,
+            &conn,
+            "c",
+            Some("run-1"),
+            Some("p1".into()),
+            None,
+        )
         .await
         .unwrap();
     let l2 = sessions
-        .lease(&pipeline, &a, &conn, "c", Some("run-1"), None)
+        .lease(&pipeline, &a, &conn, "c", Some("run-1"), None, None)
         .await
         .unwrap();
     let other = sessions
-        .lease(&pipeline, &b, &conn, "c", Some("run-1"), None)
+        .lease(&pipeline, &b, &conn, "c", Some("run-1"), None, None)
         .await
         .unwrap();
     let mut single = sessions
-        .lease(&pipeline, &a, &conn, "c", None, None)
+        .lease(&pipeline, &a, &conn, "c", None, None, None)
         .await
         .unwrap();
     single.confirm_start().await.unwrap();
@@ -117,7 +138,7 @@ async fn keyed_sessions_are_shared_and_expire_when_idle() {
 
     // Reusing the key after expiry opens a new session.
     let again = sessions
-        .lease(&pipeline, &a, &conn, "c", Some("run-1"), None)
+        .lease(&pipeline, &a, &conn, "c", Some("run-1"), None, None)
         .await
         .unwrap();
     assert_ne!(again.session.id, keyed_id);
@@ -127,17 +148,64 @@ async fn keyed_sessions_are_shared_and_expire_when_idle() {
     for i in 0..9 {
         let k = format!("k{i}");
         sessions
-            .lease(&pipeline, &a, &conn, "c", Some(&k), None)
+            .lease(&pipeline, &a, &conn, "c", Some(&k), None, None)
             .await
             .unwrap()
             .release(SessionEnd::ClientTerminated);
     }
     assert!(matches!(
         sessions
-            .lease(&pipeline, &a, &conn, "c", Some("one-too-many"), None)
+            .lease(&pipeline, &a, &conn, "c", Some("one-too-many"), None, None)
             .await,
         Err(warden_http::sessions::OpenError::TooMany)
     ));
     sessions.sweep(true).await;
     assert!(sessions.is_empty());
+}
+
+#[tokio::test]
+async fn requests_without_the_header_share_their_client_connections_session() {
+    let (_dir, store, pipeline, conn) = setup();
+    let sessions = Sessions::new(Duration::from_secs(60), 10);
+    let a = principal("agent:a");
+    let (tcp1, tcp2) = (ConnSessions::default(), ConnSessions::default());
+    let lease = |scope, purpose: &str| {
+        sessions.lease(
+            &pipeline,
+            &a,
+            &conn,
+            "c",
+            None,
+            Some(purpose.to_string()),
+            Some(scope),
+        )
+    };
+    let first = lease(&tcp1, "p1").await.unwrap();
+    let second = lease(&tcp1, "p1").await.unwrap();
+    let other_purpose = lease(&tcp1, "p2").await.unwrap();
+    let other_tcp = lease(&tcp2, "p1").await.unwrap();
+    assert_eq!(first.session.id, second.session.id);
+    assert_ne!(first.session.id, other_purpose.session.id);
+    assert_ne!(first.session.id, other_tcp.session.id);
+    for l in [first, second, other_purpose, other_tcp] {
+        l.release(SessionEnd::ClientTerminated);
+    }
+    store.ledger().flush().await.unwrap();
+    assert_eq!(records(&store, "session.start").len(), 3);
+    assert!(
+        records(&store, "session.end").is_empty(),
+        "releasing a request does not end its connection's session"
+    );
+    tcp1.close().await;
+    store.ledger().flush().await.unwrap();
+    assert_eq!(records(&store, "session.end").len(), 2);
+    drop(tcp2); // a connection task dropped without close (shutdown) still ends its session
+    for _ in 0..100 {
+        if records(&store, "session.end").len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.ledger().flush().await.unwrap();
+    assert_eq!(records(&store, "session.end").len(), 3);
 }

@@ -37,8 +37,13 @@ pub const MAX_BATCH: usize = 4096;
 /// Most acknowledged records waiting to be indexed before appends are refused.
 pub const QUEUE_CAPACITY: usize = 65_536;
 /// How long the indexer lets records gather before a transaction (nobody waits on it:
-/// acknowledgement came from the log).
-const INDEX_LINGER: Duration = Duration::from_millis(2);
+/// acknowledgement came from the log). Longer batches cost fewer page writes per record
+/// (every index's last leaf is rewritten once per transaction, not once per record); a
+/// reader in this process that needs the index ([`Ledger::flush`], read-your-writes)
+/// cuts the linger short.
+const INDEX_LINGER: Duration = Duration::from_millis(20);
+/// The linger is slept in steps this long, checking for a reader in a hurry.
+const LINGER_STEP: Duration = Duration::from_millis(1);
 /// The log is emptied once it is at least this long and fully indexed.
 const TRUNCATE_AT: u64 = 1 << 20;
 /// Ids of this many recent records are remembered to refuse a record appended twice.
@@ -208,6 +213,8 @@ struct Shared {
     placed: AtomicU64,
     alive: AtomicBool,
     background_failures: AtomicU64,
+    /// Readers waiting for the index right now: the indexer skips its linger.
+    hurry: AtomicUsize,
     /// Why the indexer stopped for good (the ledger refuses appends).
     fatal: Mutex<Option<String>>,
 }
@@ -292,6 +299,7 @@ impl Ledger {
             placed: AtomicU64::new(0),
             alive: AtomicBool::new(false),
             background_failures: AtomicU64::new(0),
+            hurry: AtomicUsize::new(0),
             fatal: Mutex::new(None),
         });
         let mut inner = Inner {
@@ -460,6 +468,7 @@ impl Ledger {
     pub async fn flush(&self) -> Result<(), LedgerError> {
         self.status()?;
         let (reply, rx) = oneshot::channel();
+        let _hurry = Hurry::new(&self.inner.shared);
         self.send(IndexCmd::Flush(reply))?;
         // Indexed is durable at either level (SQLite commits with `synchronous=FULL` under
         // `fsync`), so there is nothing more to wait for.
@@ -517,6 +526,10 @@ impl Ledger {
     pub(crate) fn wait_indexed(&self, wait: Duration) {
         let shared = &self.inner.shared;
         let target = shared.placed.load(Ordering::SeqCst);
+        if shared.indexed.load(Ordering::SeqCst) >= target {
+            return;
+        }
+        let _hurry = Hurry::new(shared);
         let deadline = Instant::now() + wait;
         while shared.indexed.load(Ordering::SeqCst) < target
             && shared.alive.load(Ordering::Relaxed)
@@ -711,6 +724,22 @@ fn sync_loop(s: &Syncer, file: &std::fs::File) {
     }
 }
 
+/// Counts a reader waiting for the index while it lives.
+struct Hurry<'a>(&'a Shared);
+
+impl<'a> Hurry<'a> {
+    fn new(shared: &'a Shared) -> Hurry<'a> {
+        shared.hurry.fetch_add(1, Ordering::SeqCst);
+        Hurry(shared)
+    }
+}
+
+impl Drop for Hurry<'_> {
+    fn drop(&mut self) {
+        self.0.hurry.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Marks the ledger dead when the indexer thread ends, however it ends.
 struct AliveGuard(Arc<Shared>);
 
@@ -766,7 +795,10 @@ impl Indexer {
             if flushes.is_empty() {
                 // Sleeping (rather than waiting on the channel) lets records gather
                 // without one wake-up per record.
-                std::thread::sleep(INDEX_LINGER);
+                let until = Instant::now() + INDEX_LINGER;
+                while self.shared.hurry.load(Ordering::SeqCst) == 0 && Instant::now() < until {
+                    std::thread::sleep(LINGER_STEP);
+                }
             }
             while rows.len() < MAX_BATCH {
                 match rx.try_recv() {

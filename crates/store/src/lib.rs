@@ -22,6 +22,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod console;
 mod journal;
+mod keycache;
 pub mod keys;
 pub mod ledger;
 pub mod merkle;

@@ -123,6 +123,8 @@ pub struct Store {
     ledger: OnceLock<Ledger>,
     /// Merkle state of the last checkpoint this handle signed.
     merkle: Mutex<MerkleCache>,
+    /// Key records found by [`Store::key_by_id`] (see [`crate::keycache`]).
+    keys: crate::keycache::KeyCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +176,7 @@ impl Store {
         init_schema(&mut conn)?;
         recover_journal(&path, &mut conn);
         Ok(Store {
+            keys: crate::keycache::KeyCache::new(&path),
             path,
             options,
             conn: Mutex::new(conn),
@@ -387,11 +390,15 @@ impl Store {
         Ok(())
     }
 
+    /// The key record of `id`, from memory when it was read before and no key was
+    /// revoked since (by any process: see [`crate::keycache`]).
     pub fn key_by_id(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let conn = self.lock();
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1"))?;
-        Ok(stmt.query_row([id], key_from_row).optional()?)
+        self.keys.get_or_load(id, || {
+            let conn = self.lock();
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1"))?;
+            Ok(stmt.query_row([id], key_from_row).optional()?)
+        })
     }
 
     pub fn keys_for_principal(&self, principal: &str) -> Result<Vec<KeyRecord>, StoreError> {
@@ -422,6 +429,17 @@ impl Store {
             "UPDATE keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             params![id, at],
         )?;
+        if n > 0 {
+            // Running gateways cache key records: tell them (fail loudly if we cannot, the
+            // revocation would otherwise not reach them).
+            self.keys.announce_revocation().map_err(|e| {
+                StoreError::Sqlite(format!(
+                    "key {id} is revoked in the store, but running gateways could not be told \
+                     (cannot write {}: {e}); restart them to make the revocation effective",
+                    crate::keycache::stamp_path(&self.path).display()
+                ))
+            })?;
+        }
         Ok(n > 0)
     }
 
