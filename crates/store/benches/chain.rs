@@ -4,7 +4,11 @@
 //! - `to_value`: `serde_json::to_value(record)` (the struct → JSON tree step);
 //! - `canonical_json`: struct → canonical JSON text (sorted keys, no whitespace);
 //! - `record_hash`: canonical JSON + SHA-256 + hex, the chain hash of one record;
-//! - `value_hash`: canonical JSON + SHA-256 of an already-built `Value` (verify path).
+//! - `value_hash`: canonical JSON + SHA-256 of an already-built `Value` (verify path);
+//! - `ledger_value_path`: what the ledger did per append until issue 7's second pass
+//!   (`to_value`, then hash and stored body through `chain::hash_and_body`);
+//! - `ledger_direct`: what it does now (`record_json::prepare` + `Prepared::seal`, the same
+//!   bytes without building a `Value`).
 //!
 //! On a typical `action.request` (pgbench-like SELECT, principal, decision; ≈ 600 bytes of
 //! canonical JSON) and a typical `action.response` with a masked 3-row excerpt.
@@ -14,7 +18,8 @@ use warden_core::{
     ActionInfo, AuthInfo, AuthMethod, DecisionInfo, Effect, EvidenceRecord, Principal, RecordKind,
     ResponseInfo,
 };
-use warden_store::chain::{GENESIS_HASH, canonical_json, record_hash, value_hash};
+use warden_store::chain::{GENESIS_HASH, canonical_json, hash_and_body, record_hash, value_hash};
+use warden_store::record_json;
 
 fn base(kind: RecordKind) -> EvidenceRecord {
     let mut r = EvidenceRecord::new(kind);
@@ -102,6 +107,22 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function(format!("{name}/value_hash"), |b| {
             b.iter(|| black_box(value_hash(black_box(&value))))
+        });
+        g.bench_function(format!("{name}/ledger_value_path"), |b| {
+            b.iter(|| {
+                let mut v = serde_json::to_value(black_box(&rec)).unwrap();
+                let m = v.as_object_mut().unwrap();
+                m.remove("hash");
+                m.insert("seq".into(), rec.seq.into());
+                m.insert("prev_hash".into(), rec.prev_hash.clone().into());
+                black_box(hash_and_body(&v))
+            })
+        });
+        g.bench_function(format!("{name}/ledger_direct"), |b| {
+            b.iter(|| {
+                let p = record_json::prepare(black_box(&rec));
+                black_box(p.seal(rec.seq, &rec.prev_hash))
+            })
         });
     }
     g.finish();

@@ -101,7 +101,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn write_value(out: &mut String, v: &Value) {
+pub(crate) fn write_value(out: &mut String, v: &Value) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
@@ -190,7 +190,7 @@ fn write_object(out: &mut String, map: &serde_json::Map<String, Value>, top: Top
 /// A JSON string exactly as serde_json writes it: `"` and `\` escaped, the control
 /// characters U+0000..U+001F as `\b \t \n \f \r` or `\u00xx` (lowercase hex), everything
 /// else (including U+007F and non-ASCII) as is.
-fn write_str(out: &mut String, s: &str) {
+pub(crate) fn write_str(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push('"');

@@ -29,7 +29,7 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior, params};
 use tokio::sync::{oneshot, watch};
 use warden_core::EvidenceRecord;
 
-use crate::chain::{self, GENESIS_HASH};
+use crate::chain::GENESIS_HASH;
 use crate::journal::Journal;
 
 /// Most records indexed in one transaction.
@@ -558,14 +558,8 @@ impl Ledger {
             rec.id = warden_core::evidence::new_id();
         }
         normalize_ts(&mut rec);
-        // Serialized outside the lock; only seq and prev_hash are filled in under it.
-        rec.hash = String::new();
-        let mut value = serde_json::to_value(&rec)
-            .map_err(|e| unavailable(format!("record {} cannot be serialized: {e}", rec.id)))?;
-        let fields = value
-            .as_object_mut()
-            .ok_or_else(|| unavailable("an evidence record must serialize to an object"))?;
-        fields.remove("hash");
+        // Laid out outside the lock; seq, prev_hash and the hash are spliced in under it.
+        let prepared = crate::record_json::prepare(&rec);
 
         let mut c = lock(chain);
         if let Some(e) = &c.broken {
@@ -579,9 +573,7 @@ impl Ledger {
         }
         rec.seq = c.seq + 1;
         rec.prev_hash.clone_from(&c.hash);
-        fields.insert("seq".into(), rec.seq.into());
-        fields.insert("prev_hash".into(), rec.prev_hash.clone().into());
-        let (hash, line) = chain::hash_and_body(&value);
+        let (hash, line) = prepared.seal(rec.seq, &rec.prev_hash);
         if c.pending.is_empty() {
             c.pending_first = rec.seq;
         }
