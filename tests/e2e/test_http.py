@@ -370,33 +370,37 @@ http {{
 """)
     subprocess.run([require_tool("nginx"), "-p", str(ng), "-c", "nginx.conf"], check=True,
                    capture_output=True, timeout=30)
-    port, hport, admin_port = free_port(), free_port(), free_port()
-    extra = EXTRA.format(nginx=nginx_port, issuer=ISSUER, audience=AUDIENCE, jwks=FIXTURES / "jwks.json", hport=hport, up=up_port, down=free_port(), token=UPSTREAM_TOKEN,
-                         api_key=UPSTREAM_API_KEY, llm_token=LLM_TOKEN, tls_up=tls_port,
-                         ca=ca, crt=crt, key=tkey)
-    cfg = write_config(tmp, pg.port, port, free_port(), admin_port=admin_port, extra=extra)
-    r = run_warden(["config", "check", "--config", str(cfg)])
-    assert r.returncode == 0, r.stdout + r.stderr
-    w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
-    w.keys["reporter"] = w.create_key("agent:reporter", ["agents"])
-    w.keys["dana"] = w.create_key("user:dana", ["dba"])
-    w.keys["outsider"] = w.create_key("agent:outsider")
-    w.proc, w.log = start_warden(cfg, port, tmp)
-    wait_for(lambda: _listening(hport), timeout=15, what="the HTTP listener")
-    w.hport = hport
-    w.base = f"http://127.0.0.1:{hport}"
-    w.admin_url = f"http://127.0.0.1:{admin_port}"
-    w.ca = ca
-    w.blob = ng / "files" / "blob.bin"
+    w = None
     try:
+        port, hport, admin_port = free_port(), free_port(), free_port()
+        extra = EXTRA.format(nginx=nginx_port, issuer=ISSUER, audience=AUDIENCE, jwks=FIXTURES / "jwks.json", hport=hport, up=up_port, down=free_port(), token=UPSTREAM_TOKEN,
+                             api_key=UPSTREAM_API_KEY, llm_token=LLM_TOKEN, tls_up=tls_port,
+                             ca=ca, crt=crt, key=tkey)
+        cfg = write_config(tmp, pg.port, port, free_port(), admin_port=admin_port, extra=extra)
+        r = run_warden(["config", "check", "--config", str(cfg)])
+        assert r.returncode == 0, r.stdout + r.stderr
+        w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
+        w.keys["reporter"] = w.create_key("agent:reporter", ["agents"])
+        w.keys["dana"] = w.create_key("user:dana", ["dba"])
+        w.keys["outsider"] = w.create_key("agent:outsider")
+        w.proc, w.log = start_warden(cfg, port, tmp)
+        wait_for(lambda: _listening(hport), timeout=15, what="the HTTP listener")
+        w.hport = hport
+        w.base = f"http://127.0.0.1:{hport}"
+        w.admin_url = f"http://127.0.0.1:{admin_port}"
+        w.ca = ca
+        w.blob = ng / "files" / "blob.bin"
         yield w
     finally:
-        stop_process(w.proc)
+        # Also when the setup above failed: nothing started here may outlive the test.
+        if w is not None and w.proc is not None:
+            stop_process(w.proc)
         server.shutdown()
         tls_server.shutdown()
         subprocess.run(["nginx", "-p", str(ng), "-c", "nginx.conf", "-s", "stop"],
                        capture_output=True, timeout=30)
-        print(f"\n--- warden log tail ({w.log}) ---\n" + w.log.read_text()[-3000:])
+        if w is not None and w.log.exists():
+            print(f"\n--- warden log tail ({w.log}) ---\n" + w.log.read_text()[-3000:])
         shutil.rmtree(tmp, ignore_errors=True)
 
 
