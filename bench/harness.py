@@ -182,6 +182,18 @@ def pg_bindir() -> Path:
     return Path(sorted(dirs, key=lambda d: int(Path(d).parent.name))[-1])
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of process `pid` so far (all its threads); nan if unknown."""
+    if not pid:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    # After "pid (comm)": state is fields[0], utime fields[11], stime fields[12].
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def hwm_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -477,12 +489,17 @@ operator = "partial"
 # ------------------------------------------------------------------------------ measurements
 
 
-def pgbench(port: int, user: str, db: str, password: str, clients: int, mode: str) -> dict:
+def pgbench(port: int, user: str, db: str, password: str, clients: int, mode: str,
+            cpu_pid: int | None = None) -> dict:
+    """tps and latency; with `cpu_pid`, also that process's CPU per transaction."""
     jobs = 2 if clients > 1 else 1
     cmd = ["pgbench", "-S", "-n", "-M", mode, "-c", str(clients), "-j", str(jobs), "-T",
            str(max(1, round(SECONDS))), "-h", "127.0.0.1", "-p", str(port), "-U", user, db]
+    cpu0 = cpu_seconds(cpu_pid)
     r = run(cmd, env=pg_env(password), timeout=SECONDS * 3 + 60, what="pgbench")
+    cpu = cpu_seconds(cpu_pid) - cpu0
     out = r.stdout
+    done = re.search(r"number of transactions actually processed: (\d+)", out)
     tps = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
     lat = re.search(r"latency average = ([0-9.]+) ms", out)
     failed = re.search(r"number of failed transactions: (\d+)", out)
@@ -490,7 +507,10 @@ def pgbench(port: int, user: str, db: str, password: str, clients: int, mode: st
         raise BenchError(f"cannot parse pgbench output:\n{out}\n{r.stderr}")
     if failed and int(failed.group(1)) != 0:
         raise BenchError(f"pgbench reported failed transactions:\n{out}")
-    return {"tps": float(tps.group(1)), "latency_ms": float(lat.group(1))}
+    res = {"tps": float(tps.group(1)), "latency_ms": float(lat.group(1))}
+    if cpu_pid and done and int(done.group(1)) > 0 and cpu == cpu:
+        res["cpu_us_per_tx"] = cpu * 1e6 / int(done.group(1))
+    return res
 
 
 def wrk_unit(v: str) -> float:
@@ -501,12 +521,14 @@ def wrk_unit(v: str) -> float:
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)]
 
 
-def wrk(url: str, headers: list[str] = ()) -> dict:
+def wrk(url: str, headers: list[str] = (), cpu_pid: int | None = None) -> dict:
     cmd = ["wrk", "-t2", "-c32", f"-d{max(1, round(SECONDS))}s", "--latency", "--timeout", "5s"]
     for h in headers:
         cmd += ["-H", h]
     cmd.append(url)
+    cpu0 = cpu_seconds(cpu_pid)
     r = run(cmd, timeout=SECONDS * 3 + 60, what="wrk")
+    cpu = cpu_seconds(cpu_pid) - cpu0
     out = r.stdout
     rps = re.search(r"Requests/sec:\s+([0-9.]+)", out)
     total = re.search(r"(\d+) requests in", out)
@@ -517,11 +539,14 @@ def wrk(url: str, headers: list[str] = ()) -> dict:
     sockerr = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if not (rps and total and avg and p50 and p99):
         raise BenchError(f"cannot parse wrk output:\n{out}\n{r.stderr}")
-    return {"rps": float(rps.group(1)), "requests": int(total.group(1)),
-            "latency_avg_ms": wrk_unit(avg.group(1)), "p50_ms": wrk_unit(p50.group(1)),
-            "p99_ms": wrk_unit(p99.group(1)),
-            "non2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": sum(int(x) for x in sockerr.groups()) if sockerr else 0}
+    res = {"rps": float(rps.group(1)), "requests": int(total.group(1)),
+           "latency_avg_ms": wrk_unit(avg.group(1)), "p50_ms": wrk_unit(p50.group(1)),
+           "p99_ms": wrk_unit(p99.group(1)),
+           "non2xx": int(non2xx.group(1)) if non2xx else 0,
+           "socket_errors": sum(int(x) for x in sockerr.groups()) if sockerr else 0}
+    if cpu_pid and int(total.group(1)) > 0 and cpu == cpu:
+        res["cpu_us_per_req"] = cpu * 1e6 / int(total.group(1))
+    return res
 
 
 def large_select(port: int, user: str, db: str, password: str) -> dict:
@@ -643,8 +668,9 @@ def report(res: dict, meta: dict) -> str:
         L.append("## pgbench -S -n (scale 5)\n")
         L.append("| clients | protocol | direct tps | pgbouncer tps | Warden tps | Warden fsync tps "
                  "| pgbouncer/direct | Warden/direct | Warden/pgbouncer | Warden fsync/pgbouncer "
-                 "| latency ms direct / pgbouncer / Warden / fsync |")
-        L.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+                 "| latency ms direct / pgbouncer / Warden / fsync "
+                 "| proxy CPU µs/tx pgbouncer / Warden / fsync |")
+        L.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
         for case, t in pg.items():
             c, mode = case.split("/")
             tps = {k: med([x["tps"] for x in v]) for k, v in t.items()}
@@ -657,14 +683,19 @@ def report(res: dict, meta: dict) -> str:
                     ratio(tps.get("warden-fsync", float("nan")), tps["pgbouncer"])]
             row.append(" / ".join(fmt(lat.get(k, float("nan")), 3)
                                   for k in ("direct", "pgbouncer", "warden", "warden-fsync")))
+            row.append(" / ".join(
+                fmt(med([x["cpu_us_per_tx"] for x in t.get(k, []) if "cpu_us_per_tx" in x]), 1)
+                for k in ("pgbouncer", "warden", "warden-fsync")))
             L.append("| " + " | ".join(row) + " |")
-        L.append("")
+        L.append("\nproxy CPU: user + system CPU time of the pgbouncer or Warden process (all "
+                 "threads, Warden's evidence indexer included) divided by the transactions of "
+                 "the run.\n")
 
     w = res.get("wrk")
     if w:
         L.append("## wrk -t2 -c32, small JSON API\n")
-        L.append("| target | req/s | avg ms | p50 ms | p99 ms | non-2xx | socket errors | vs direct | vs nginx proxy_pass |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        L.append("| target | req/s | avg ms | p50 ms | p99 ms | non-2xx | socket errors | vs direct | vs nginx proxy_pass | CPU µs/req |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         rps = {k: med([x["rps"] for x in v]) for k, v in w.items()}
         for k, label in (("direct", "direct (nginx)"), ("nginx", "nginx proxy_pass"),
                          ("warden", "Warden")):
@@ -673,8 +704,11 @@ def report(res: dict, meta: dict) -> str:
                      f"| {fmt(med([x['latency_avg_ms'] for x in v]), 3)} "
                      f"| {fmt(med([x['p50_ms'] for x in v]), 3)} | {fmt(med([x['p99_ms'] for x in v]), 3)} "
                      f"| {sum(x['non2xx'] for x in v)} | {sum(x['socket_errors'] for x in v)} "
-                     f"| {ratio(rps[k], rps['direct'])} | {ratio(rps[k], rps['nginx'])} |")
-        L.append("\nnon-2xx and socket errors are totals over all rounds.\n")
+                     f"| {ratio(rps[k], rps['direct'])} | {ratio(rps[k], rps['nginx'])} "
+                     f"| {fmt(med([x['cpu_us_per_req'] for x in v if 'cpu_us_per_req' in x]), 1)} |")
+        L.append("\nnon-2xx and socket errors are totals over all rounds. CPU µs/req: the Warden "
+                 "process's CPU time (all threads) per request; nginx's is not measured (master + "
+                 "workers).\n")
 
     s = res.get("select")
     if s:
@@ -763,6 +797,10 @@ def main() -> int:
     log(f"warden ready: process pg {w.pg_port} http {w.http_port}; fsync pg {wf.pg_port}")
 
     auth = [f"Authorization: Bearer {w.key}"]
+    bouncer_pid = tail(tmp / "pgbouncer" / "pgbouncer.pid").strip()
+    cpu_pids = {"pgbouncer": int(bouncer_pid) if bouncer_pid.isdigit() else None,
+                "warden": w.proc.pid if w.proc else None,
+                "warden-fsync": wf.proc.pid if wf.proc else None}
     pg_targets = {
         "direct": (e.pg_port, "postgres", "bench", PG_PW),
         "pgbouncer": (e.bouncer_port, "postgres", "bench", PG_PW),
@@ -783,11 +821,13 @@ def main() -> int:
             for clients in (1, 8):
                 for mode in ("simple", "extended"):
                     for t in ("direct", "pgbouncer", "warden") + (("warden-fsync",) if clients == 1 else ()):
-                        note("pgbench", f"{clients}/{mode}", t, pgbench(*pg_targets[t], clients, mode))
+                        note("pgbench", f"{clients}/{mode}", t,
+                             pgbench(*pg_targets[t], clients, mode, cpu_pids.get(t)))
         if "wrk" in ONLY:
             note("wrk", "json", "direct", wrk(f"http://127.0.0.1:{e.origin_port}/invoices/7"))
             note("wrk", "json", "nginx", wrk(f"http://127.0.0.1:{e.proxy_port}/invoices/7"))
-            note("wrk", "json", "warden", wrk(f"http://127.0.0.1:{w.http_port}/api/invoices/7", auth))
+            note("wrk", "json", "warden", wrk(f"http://127.0.0.1:{w.http_port}/api/invoices/7", auth,
+                                              cpu_pids["warden"]))
         if "select" in ONLY:
             note("select", "1m", "direct", large_select(*pg_targets["direct"]))
             wbig.start(fresh_ports=True)
