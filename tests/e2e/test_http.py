@@ -1095,3 +1095,46 @@ def test_revoked_key_is_refused_at_once_on_a_keepalive_connection(hw):
         r = c.get(f"{hw.base}/billing/invoices/rv-3")
         assert r.status_code == 401, r.text
     assert requests_for(hw, "GET /invoices/rv-3 HTTP/1.1") == []
+
+
+def test_shutdown_ends_keepalive_sessions(pg):
+    """A keep-alive client's session ends with `session.end` ("gateway shutting down")
+    when the gateway stops while the client connection is still open."""
+    up_port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", up_port), Upstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-http-stop-"))
+    try:
+        port, hport = free_port(), free_port()
+        extra = f'''http = "127.0.0.1:{hport}"
+
+[[connections]]
+name = "billing"
+protocol = "http"
+upstream = "http://127.0.0.1:{up_port}"
+
+[[rules]]
+id = "read-billing"
+principals = ["group:agents"]
+connections = ["billing"]
+http = ["GET /**"]
+effect = "allow"
+'''
+        cfg = write_config(tmp, pg.port, port, free_port(), extra=extra)
+        w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
+        k = w.create_key("agent:stopper", ["agents"])
+        w.proc, w.log = start_warden(cfg, port, tmp)
+        wait_for(lambda: _listening(hport), timeout=15, what="the HTTP listener")
+        with httpx.Client(headers={"Authorization": f"Bearer {k.secret}"}) as c:
+            for i in range(2):
+                assert c.get(f"http://127.0.0.1:{hport}/billing/invoices/stop-{i}").status_code == 200
+            stop_process(w.proc)  # the client connection is still open
+            assert w.proc.returncode == 0, w.log.read_text()[-2000:]
+        reqs = [x for x in w.audit(kind="action.request")
+                if x["action"]["text"].startswith("GET /invoices/stop-")]
+        assert len(reqs) == 2 and reqs[0]["session_id"] == reqs[1]["session_id"]
+        [end] = w.audit(kind="session.end", session=reqs[0]["session_id"])
+        assert end["detail"].startswith("gateway shutting down"), end
+    finally:
+        server.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -103,6 +103,9 @@ pub struct HttpGateway {
     config: HttpConfig,
     /// Approval ids already spent by a `Warden-Approval` retry (each approves one request).
     used_approvals: Mutex<HashSet<String>>,
+    /// Set once the listener stops accepting: connections closing now end their
+    /// sessions as `gateway shutting down`.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl HttpGateway {
@@ -136,6 +139,7 @@ impl HttpGateway {
             inject,
             sessions: sessions::Sessions::new(config.session_idle, config.max_sessions),
             config,
+            stopping: std::sync::atomic::AtomicBool::new(false),
             used_approvals: Mutex::new(HashSet::new()),
         }))
     }
@@ -161,6 +165,8 @@ impl HttpGateway {
             .max_concurrent_streams(256);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let slots = Arc::new(tokio::sync::Semaphore::new(self.config.max_connections));
+        // One clone per connection task: counts the tasks still running at shutdown.
+        let live = Arc::new(());
 
         let sweeper = {
             let sessions = self.sessions.clone();
@@ -196,17 +202,28 @@ impl HttpGateway {
             let gw = self.clone();
             let builder = builder.clone();
             let watcher = graceful.watcher();
+            let live = live.clone();
             tokio::spawn(async move {
                 let _permit = permit;
+                let _live = live;
                 gw.serve_socket(socket, peer, builder, watcher).await;
             });
         }
         sweeper.abort();
-        tokio::select! {
-            _ = graceful.shutdown() => {}
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let drained = tokio::select! {
+            _ = graceful.shutdown() => true,
             _ = tokio::time::sleep(Duration::from_secs(10)) => {
                 tracing::warn!("HTTP connections still open after 10 s; closing them");
+                false
             }
+        };
+        // The connections are done; let each task record its sessions' `session.end`
+        // (`ConnSessions::close`) before the caller flushes the ledger.
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        while drained && Arc::strong_count(&live) > 1 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         self.sessions.sweep(true).await;
     }
@@ -279,7 +296,12 @@ impl HttpGateway {
         if let Err(e) = watcher.watch(conn).await {
             tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
         }
-        scope.close().await;
+        let why = if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            warden_pipeline::SessionEnd::Shutdown
+        } else {
+            warden_pipeline::SessionEnd::ClientTerminated
+        };
+        scope.close(why).await;
     }
 
     /// Open `Warden-Session` sessions (for tests and metrics).

@@ -81,9 +81,9 @@ impl ConnSessions {
     }
 
     /// The client connection closed: end its sessions (durably).
-    pub async fn close(&self) {
+    pub async fn close(&self, why: SessionEnd) {
         for s in self.take() {
-            s.end(SessionEnd::ClientTerminated).await;
+            s.end(why.clone()).await;
         }
     }
 }

@@ -196,7 +196,7 @@ async fn requests_without_the_header_share_their_client_connections_session() {
         records(&store, "session.end").is_empty(),
         "releasing a request does not end its connection's session"
     );
-    tcp1.close().await;
+    tcp1.close(SessionEnd::ClientTerminated).await;
     store.ledger().flush().await.unwrap();
     assert_eq!(records(&store, "session.end").len(), 2);
     drop(tcp2); // a connection task dropped without close (shutdown) still ends its session
