@@ -29,6 +29,8 @@ use crate::{Durability, Ledger, RecordFilter, VerifyReport};
 
 /// Schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = 3;
+/// Page size of a new store (SQLite's default is 4 KiB).
+const PAGE_SIZE: u32 = 16384;
 /// Default time a connection waits for a lock held by another connection or process.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -639,6 +641,10 @@ pub(crate) fn open_connection(
     }
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(busy_timeout)?;
+    if create {
+        // Only a database without pages takes it (and only before WAL mode is set).
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
+    }
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::InvalidParameterName(format!(
