@@ -75,16 +75,7 @@ pub fn hash_and_body(value: &Value) -> (String, String) {
         let mut body = String::with_capacity(c.len() + hash.len() + 10);
         let end = c.len() - 1;
         let (before, after) = c.split_at(at.unwrap_or(end));
-        body.push_str(before);
-        if before.len() > 1 {
-            body.push(',');
-        }
-        body.push_str("\"hash\":\"");
-        body.push_str(&hash);
-        body.push('"');
-        if after.len() > 1 && !after.starts_with(',') {
-            body.push(',');
-        }
+        push_hash_member(&mut body, before, &hash, after);
         body.push_str(after);
         return (hash, body);
     }
@@ -95,6 +86,22 @@ pub fn hash_and_body(value: &Value) -> (String, String) {
         other => write_value(&mut body, other),
     }
     (hash, body)
+}
+
+/// Write `before` (an object's text up to where `"hash"` sorts: `{` and the members that
+/// sort before it), then the `"hash"` member, with the comma that `next` (the text that
+/// will follow) needs.
+pub(crate) fn push_hash_member(body: &mut String, before: &str, hash: &str, next: &str) {
+    body.push_str(before);
+    if before.len() > 1 {
+        body.push(',');
+    }
+    body.push_str("\"hash\":\"");
+    body.push_str(hash);
+    body.push('"');
+    if !next.starts_with(',') && !next.starts_with('}') {
+        body.push(',');
+    }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use warden_core::evidence::{ActionInfo, ApprovalInfo, DecisionInfo, ResponseInfo};
 use warden_core::{AuthMethod, Effect, EvidenceRecord, Principal};
 
-use crate::chain::{write_str, write_value};
+use crate::chain::{push_hash_member, write_str, write_value};
 
 /// A record's canonical JSON without `hash`, `prev_hash` and `seq`, and where they go.
 #[derive(Debug, Clone)]
@@ -49,17 +49,8 @@ impl Prepared {
         }
         let hash = hex::encode(h.finalize());
         let mut body = String::with_capacity(t.len() + prev.len() + seq.len() + 80);
-        body.push_str(a);
-        // `b` starts with `,"id"` unless no field sorts before "hash" (then `a` is `{`).
-        if a.len() > 1 {
-            body.push(',');
-        }
-        body.push_str("\"hash\":\"");
-        body.push_str(&hash);
-        body.push('"');
-        if a.len() == 1 {
-            body.push(',');
-        }
+        // `b` (never empty: `id`, `kind`) starts with `,"id"` unless `a` is just `{`.
+        push_hash_member(&mut body, a, &hash, b);
         body.push_str(b);
         body.push_str(&prev);
         body.push_str(c);
