@@ -1162,7 +1162,7 @@ fn validate(kind: Kind, hay: &[u8], s: usize, e: usize) -> Option<Span> {
                     last_sep = s + i;
                 }
             }
-            for end in group_ends(hay, s, e) {
+            for end in group_ends(hay, s, e).filter(|&end| !ipv6_continues(hay, end)) {
                 let n = hay[s..end].iter().filter(|b| b.is_ascii_digit()).count();
                 if (8..=15).contains(&n) {
                     return Some((s, end, end));
@@ -1174,6 +1174,7 @@ fn validate(kind: Kind, hay: &[u8], s: usize, e: usize) -> Option<Span> {
             if dash_chain(hay, s, e)
                 || (s > 0 && hay[s - 1] == b'.')
                 || (e + 1 < hay.len() && hay[e] == b'.' && hay[e + 1].is_ascii_digit())
+                || ipv6_continues(hay, e)
             {
                 return None;
             }
@@ -1223,6 +1224,16 @@ fn group_ends(hay: &[u8], s: usize, e: usize) -> impl Iterator<Item = usize> + '
     (s + 1..=e)
         .rev()
         .filter(|&p| hay[p - 1].is_ascii_digit() && (p == hay.len() || !hay[p].is_ascii_digit()))
+}
+
+/// The digit group ending at `p` is the first group of an IPv6 address (`…2001:db8::1`,
+/// or one `partial` already masked: `…2001:***::*`): a phone number ending there would
+/// swallow it, and masking would not be idempotent (a second pass would find the rest).
+fn ipv6_continues(hay: &[u8], p: usize) -> bool {
+    hay.get(p) == Some(&b':')
+        && hay
+            .get(p + 1)
+            .is_some_and(|c| c.is_ascii_hexdigit() || matches!(c, b':' | b'*'))
 }
 
 /// `X-123-45-6789` / `123-45-6789-X`: part of a longer dash-separated identifier.

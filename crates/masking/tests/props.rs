@@ -141,3 +141,27 @@ proptest! {
         prop_assert_eq!(st, one_stats);
     }
 }
+
+/// Found by `masking_is_idempotent`: a phone number must not swallow the first group of
+/// an IPv6 address that follows it (the rest of the address was found on a second pass).
+#[test]
+fn phone_before_ipv6_is_masked_once() {
+    for text in [
+        "+1 123-45-6789 2001:db8::1:2",
+        "call 555-123-2001:db8::1 now",
+        "+44 20 7946 0958::1",
+    ] {
+        for op in [Operator::Redact, Operator::Partial] {
+            let c = conn(op);
+            let once = c.mask_text(text, &mut MaskStats::default()).into_owned();
+            let mut st = MaskStats::default();
+            let twice = c.mask_text(&once, &mut st).into_owned();
+            assert_eq!(twice, once, "{op}: {text:?}");
+            assert_eq!(st.total(), 0, "{op}: new values found in {once:?}");
+            assert!(
+                !once.contains("db8"),
+                "{op}: the address stays visible: {once:?}"
+            );
+        }
+    }
+}
