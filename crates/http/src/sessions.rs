@@ -49,7 +49,6 @@ enum LeaseKind {
     Connection,
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
 struct ConnKey {
     principal: String,
     on_behalf_of: Option<String>,
@@ -57,25 +56,70 @@ struct ConnKey {
     purpose: Option<String>,
 }
 
+impl ConnKey {
+    /// Compared field by field so that a lookup (every request) allocates nothing.
+    fn is(&self, principal: &Principal, connection: &str, purpose: Option<&str>) -> bool {
+        self.principal == principal.id
+            && self.on_behalf_of == principal.on_behalf_of
+            && self.connection == connection
+            && self.purpose.as_deref() == purpose
+    }
+}
+
+type ConnCell = Arc<OnceCell<Arc<Session>>>;
+
 /// Most sessions one client connection keeps (distinct principals, connections and
 /// purposes); beyond it, requests get a session of their own.
 const MAX_PER_CLIENT_CONNECTION: usize = 16;
 
 /// The sessions of one client (TCP or TLS) connection for requests without
 /// `Warden-Session`: keep-alive callers pay for `session.start` once, not per request.
+///
+/// A list, not a map: it holds at most [`MAX_PER_CLIENT_CONNECTION`] entries, nearly
+/// always one.
 #[derive(Default)]
 pub struct ConnSessions {
-    map: Mutex<HashMap<ConnKey, Arc<OnceCell<Arc<Session>>>>>,
+    list: Mutex<Vec<(ConnKey, ConnCell)>>,
 }
 
 impl ConnSessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnKey, Arc<OnceCell<Arc<Session>>>>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(ConnKey, ConnCell)>> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cell of this principal, connection and purpose (added when there is room).
+    fn cell(
+        &self,
+        principal: &Principal,
+        connection: &str,
+        purpose: Option<&str>,
+    ) -> Option<ConnCell> {
+        let mut list = self.lock();
+        if let Some((_, cell)) = list
+            .iter()
+            .find(|(k, _)| k.is(principal, connection, purpose))
+        {
+            return Some(cell.clone());
+        }
+        if list.len() >= MAX_PER_CLIENT_CONNECTION {
+            return None;
+        }
+        let cell = ConnCell::default();
+        list.push((
+            ConnKey {
+                principal: principal.id.clone(),
+                on_behalf_of: principal.on_behalf_of.clone(),
+                connection: connection.to_string(),
+                purpose: purpose.map(str::to_string),
+            },
+            cell.clone(),
+        ));
+        Some(cell)
     }
 
     fn take(&self) -> Vec<Arc<Session>> {
         self.lock()
-            .drain()
+            .drain(..)
             .filter_map(|(_, cell)| cell.get().cloned())
             .collect()
     }
@@ -194,32 +238,17 @@ impl Sessions {
         };
         if key.is_none()
             && let Some(scope) = scope
+            && let Some(cell) = scope.cell(principal, &connection.name, purpose.as_deref())
         {
-            let k = ConnKey {
-                principal: principal.id.clone(),
-                on_behalf_of: principal.on_behalf_of.clone(),
-                connection: connection.name.clone(),
-                purpose: purpose.clone(),
-            };
-            let cell = {
-                let mut map = scope.lock();
-                if map.contains_key(&k) || map.len() < MAX_PER_CLIENT_CONNECTION {
-                    Some(map.entry(k).or_default().clone())
-                } else {
-                    None
-                }
-            };
-            if let Some(cell) = cell {
-                let s = cell
-                    .get_or_try_init(|| open(purpose))
-                    .await
-                    .map_err(|e| OpenError::Ledger(e.to_string()))?;
-                return Ok(Lease {
-                    session: s.clone(),
-                    kind: LeaseKind::Connection,
-                    started: None,
-                });
-            }
+            let s = cell
+                .get_or_try_init(|| open(purpose))
+                .await
+                .map_err(|e| OpenError::Ledger(e.to_string()))?;
+            return Ok(Lease {
+                session: s.clone(),
+                kind: LeaseKind::Connection,
+                started: None,
+            });
         }
         let Some(key) = key else {
             let (s, started) = Session::open_submitted(

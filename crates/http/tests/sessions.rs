@@ -209,3 +209,31 @@ async fn requests_without_the_header_share_their_client_connections_session() {
     store.ledger().flush().await.unwrap();
     assert_eq!(records(&store, "session.end").len(), 3);
 }
+
+#[tokio::test]
+async fn a_client_connection_keeps_at_most_sixteen_sessions() {
+    let (_dir, _store, pipeline, conn) = setup();
+    let sessions = Sessions::new(Duration::from_secs(60), 10);
+    let a = principal("agent:a");
+    let tcp = ConnSessions::default();
+    let lease = |purpose: String| {
+        sessions.lease(&pipeline, &a, &conn, "c", None, Some(purpose), Some(&tcp))
+    };
+    let mut ids = Vec::new();
+    for i in 0..16 {
+        let l = lease(format!("p{i}")).await.unwrap();
+        ids.push(l.session.id.clone());
+        l.release(SessionEnd::ClientTerminated);
+    }
+    // A known purpose still finds its session once the list is full ...
+    let again = lease("p3".into()).await.unwrap();
+    assert_eq!(again.session.id, ids[3]);
+    again.release(SessionEnd::ClientTerminated);
+    // ... a seventeenth gets a session of its own per request.
+    let x = lease("p16".into()).await.unwrap();
+    let y = lease("p16".into()).await.unwrap();
+    assert_ne!(x.session.id, y.session.id);
+    assert!(!ids.contains(&x.session.id) && !ids.contains(&y.session.id));
+    x.release(SessionEnd::ClientTerminated);
+    y.release(SessionEnd::ClientTerminated);
+}

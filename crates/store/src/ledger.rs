@@ -99,18 +99,19 @@ pub(crate) struct IndexRow {
 
 impl IndexRow {
     /// `rec` must carry its final `seq`, `prev_hash` and `hash`; `body` is its stored JSON.
-    pub(crate) fn new(rec: &EvidenceRecord, body: String) -> IndexRow {
+    /// Takes the record so its strings move instead of being copied (once per append).
+    pub(crate) fn new(rec: EvidenceRecord, body: String) -> IndexRow {
         IndexRow {
             seq: rec.seq,
-            id: rec.id.clone(),
-            ts: rec.ts.clone(),
+            id: rec.id,
+            ts: rec.ts,
             kind: rec.kind.as_str(),
-            session_id: rec.session_id.clone(),
-            principal: rec.principal.as_ref().map(|p| p.id.clone()),
-            connection: rec.connection.clone(),
+            session_id: rec.session_id,
+            principal: rec.principal.map(|p| p.id),
+            connection: rec.connection,
             body,
-            prev_hash: rec.prev_hash.clone(),
-            hash: rec.hash.clone(),
+            prev_hash: rec.prev_hash,
+            hash: rec.hash,
         }
     }
 }
@@ -597,18 +598,21 @@ impl Ledger {
         {
             tracing::error!("evidence append log: {e}");
         }
-        let row = IndexRow::new(&rec, line);
-        if self.send(IndexCmd::Row(Box::new(row))).is_err() {
+        let appended = Appended {
+            seq: rec.seq,
+            id: rec.id.clone(),
+            hash: rec.hash.clone(),
+        };
+        if self
+            .send(IndexCmd::Row(Box::new(IndexRow::new(rec, line))))
+            .is_err()
+        {
             // Written but never to be indexed by this process: recovery indexes it on the
             // next start; the caller is told it failed and must not act.
             return Err(unavailable("the evidence indexer is not running"));
         }
         drop(c);
-        Ok(Appended {
-            seq: rec.seq,
-            id: rec.id,
-            hash: rec.hash,
-        })
+        Ok(appended)
     }
 
     fn send(&self, cmd: IndexCmd) -> Result<(), LedgerError> {
