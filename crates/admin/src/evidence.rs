@@ -46,6 +46,10 @@ struct VerifyState {
     running: bool,
 }
 
+/// The background verifier sleeps this many times as long as each chunk of records took:
+/// at most a quarter of one core, however large the store.
+const VERIFY_PAUSE_FACTOR: u32 = 3;
+
 /// Most records a replay returns.
 pub const MAX_REPLAY: u64 = 10_000;
 
@@ -98,8 +102,14 @@ impl Evidence {
         let keys = self.src.public_keys.clone();
         let started = std::time::Instant::now();
         let at = warden_core::time_fmt::now_rfc3339();
-        let r =
-            tokio::task::spawn_blocking(move || store.verify_evidence(&keys, &mut |_, _| {})).await;
+        // Paced: a full pass over a large store must not take a core away from the data
+        // path (nor hold one read snapshot that keeps the WAL from being checkpointed).
+        let r = tokio::task::spawn_blocking(move || {
+            store.verify_evidence_paced(&keys, &mut |_, _| {}, &mut |busy| {
+                std::thread::sleep(busy * VERIFY_PAUSE_FACTOR)
+            })
+        })
+        .await;
         let took_ms = started.elapsed().as_millis() as u64;
         let v = match r {
             Ok(Ok(rep)) => {

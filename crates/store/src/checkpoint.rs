@@ -198,6 +198,42 @@ pub(crate) struct MerkleCache {
     pub head_hash: String,
 }
 
+/// The stored frontier of the newest signed checkpoint, if it reproduces that
+/// checkpoint's root (anything else — missing, malformed, altered — is ignored: the
+/// caller then reads the records, as without it).
+fn stored_frontier(conn: &rusqlite::Connection) -> rusqlite::Result<Option<MerkleCache>> {
+    let row = conn
+        .query_row(
+            "SELECT f.tree_size, f.frontier, c.root, c.head_hash FROM merkle_frontier f \
+             JOIN checkpoints c ON c.tree_size = f.tree_size ORDER BY f.tree_size DESC LIMIT 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((size, text, root, head_hash)) = row else {
+        return Ok(None);
+    };
+    let nodes: Option<Vec<Hash>> = text
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(crate::merkle::decode32)
+        .collect();
+    let frontier = nodes.and_then(|n| Frontier::from_nodes(size as u64, &n));
+    Ok(frontier
+        .filter(|f| hex::encode(f.root()) == root)
+        .map(|frontier| MerkleCache {
+            frontier,
+            head_hash,
+        }))
+}
+
 fn cp_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Checkpoint> {
     Ok(Checkpoint {
         tree_size: r.get::<_, i64>(0)? as u64,
@@ -244,6 +280,14 @@ impl Store {
         if cache.frontier.size() > head_seq {
             cache = MerkleCache::default();
         }
+        // A restarted gateway continues from the frontier its last checkpoint stored
+        // instead of reading every record again.
+        if let Some(stored) = stored_frontier(&tx)?
+            && cache.frontier.size() < stored.frontier.size()
+            && stored.frontier.size() <= head_seq
+        {
+            cache = stored;
+        }
         // Records up to the latest retention seal are gone: start from its frontier.
         if let Some(seal) = crate::retention::read_seals(&tx)?.pop()
             && cache.frontier.size() < seal.up_to_seq
@@ -289,6 +333,17 @@ impl Store {
             &warden_core::time_fmt::now_rfc3339(),
         );
         self.insert_checkpoint(&cp)?;
+        let nodes: Vec<String> = cache.frontier.nodes().iter().map(hex::encode).collect();
+        {
+            let mut conn = self.lock();
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM merkle_frontier", [])?;
+            tx.execute(
+                "INSERT INTO merkle_frontier (tree_size, frontier) VALUES (?1, ?2)",
+                params![cp.tree_size as i64, nodes.join(",")],
+            )?;
+            tx.commit()?;
+        }
         *self.merkle_cache() = cache;
         Ok(Some(cp))
     }

@@ -378,3 +378,100 @@ fn keys_round_trip_hex() {
     assert!(!pk.verify(b"hellp", &sig));
     assert!(Signer::from_hex("zz").is_err());
 }
+
+fn same_outcome(a: &crate::EvidenceReport, b: &crate::EvidenceReport) {
+    assert_eq!(
+        (a.records, a.head_seq, &a.head_hash, a.checkpoints_verified),
+        (b.records, b.head_seq, &b.head_hash, b.checkpoints_verified)
+    );
+    assert_eq!((a.unsigned_tail, &a.problem), (b.unsigned_tail, &b.problem));
+}
+
+#[tokio::test]
+async fn paced_verification_matches_the_single_snapshot_one() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path()).await;
+    let store = open(dir.path());
+    fill(&store, 20, 5).await;
+    let keys = [signer().public().clone()];
+    let full = store.verify_evidence(&keys, &mut |_, _| {}).unwrap();
+    let mut pauses = Vec::new();
+    let mut progress = Vec::new();
+    let ledger = store.ledger();
+    let paced = store
+        .verify_evidence_paced(&keys, &mut |d, t| progress.push((d, t)), &mut |busy| {
+            pauses.push(busy);
+            // Appended while it runs: not part of this pass.
+            ledger.append_background(rec(100 + pauses.len() as u64));
+        })
+        .unwrap();
+    same_outcome(&paced, &full);
+    assert_eq!((paced.records, paced.unsigned_tail), (25, 5));
+    // 25 records in chunks of 7: a pause after each of the three full chunks.
+    assert_eq!(pauses.len(), 3);
+    assert_eq!(progress.last(), Some(&(25, 25)));
+    ledger.flush().await.unwrap();
+    assert_eq!(store.head().unwrap().0, 28, "the appends landed after it");
+}
+
+#[tokio::test]
+async fn paced_verification_finds_what_the_full_one_finds() {
+    for sql in [
+        "UPDATE records SET body = json_set(body, '$.action.text', 'select 1') WHERE seq = 17",
+        "DELETE FROM records WHERE seq = 9",
+        "DELETE FROM records WHERE seq > 15",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        setup(dir.path()).await;
+        raw(dir.path()).execute_batch(sql).unwrap();
+        let store = open(dir.path());
+        let keys = [signer().public().clone()];
+        let full = store.verify_evidence(&keys, &mut |_, _| {}).unwrap();
+        assert!(full.problem.is_some(), "{sql}");
+        let paced = store
+            .verify_evidence_paced(&keys, &mut |_, _| {}, &mut |_| {})
+            .unwrap();
+        same_outcome(&paced, &full);
+    }
+}
+
+#[tokio::test]
+async fn a_reopened_store_checkpoints_from_the_stored_frontier() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 0, 12).await;
+    store.checkpoint(&signer()).unwrap().unwrap();
+    let first = store.leaves(12).unwrap();
+    drop(store);
+    // Alter an early record's stored hash: a checkpointer that read records 1..=12 again
+    // would sign another root than one continuing from the frontier stored at 12.
+    raw(dir.path())
+        .execute(
+            "UPDATE records SET hash = ?1 WHERE seq = 2",
+            ["ab".repeat(32)],
+        )
+        .unwrap();
+    let store = open(dir.path());
+    fill(&store, 12, 5).await;
+    let cp = store.checkpoint(&signer()).unwrap().unwrap();
+    let rescanned = store.leaves(17).unwrap();
+    let mut continued = first.clone();
+    continued.extend_from_slice(&rescanned[12..]);
+    assert_eq!(cp.root, hex::encode(crate::merkle::root(&continued)));
+    assert_ne!(cp.root, hex::encode(crate::merkle::root(&rescanned)));
+    drop(store);
+    // A stored frontier that does not reproduce its checkpoint's root is not used.
+    raw(dir.path())
+        .execute(
+            "UPDATE merkle_frontier SET frontier = ?1",
+            ["cd".repeat(32)],
+        )
+        .unwrap();
+    let store = open(dir.path());
+    fill(&store, 17, 3).await;
+    let cp = store.checkpoint(&signer()).unwrap().unwrap();
+    assert_eq!(
+        cp.root,
+        hex::encode(crate::merkle::root(&store.leaves(20).unwrap()))
+    );
+}

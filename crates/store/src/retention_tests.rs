@@ -278,3 +278,27 @@ async fn an_empty_or_fresh_store_has_nothing_to_prune() {
     );
     assert_eq!(verify(&store).problem, None);
 }
+
+#[tokio::test]
+async fn retention_between_two_chunks_of_a_paced_verification_is_not_a_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 0, 40).await;
+    store.checkpoint(&signer()).unwrap().unwrap();
+    let mut pruned = None;
+    let r = store
+        .verify_evidence_paced(&[signer().public().clone()], &mut |_, _| {}, &mut |_| {
+            // After the first chunk (records 1..=7): seal and remove 1..=25.
+            if pruned.is_none() {
+                pruned = prune(&store, dir.path(), &at(25));
+            }
+        })
+        .unwrap();
+    let s = pruned.expect("records were due");
+    assert_eq!(s.seal.up_to_seq, 25);
+    assert_eq!(
+        r.problem, None,
+        "the gap is the seal's, confirmed on one snapshot"
+    );
+    assert_eq!(r.sealed_up_to, 25);
+}

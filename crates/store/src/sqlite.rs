@@ -1,13 +1,17 @@
 //! SQLite backend: the embedded default store (WAL mode).
 //!
-//! Schema (version 3, kept in `PRAGMA user_version`; version 1 lacked `checkpoints`,
-//! version 2 lacked `seals`; older stores are upgraded in place when opened):
+//! Schema (version 4, kept in `PRAGMA user_version`; version 1 lacked `checkpoints`,
+//! version 2 lacked `seals`, version 3 lacked `merkle_frontier`; older stores are upgraded
+//! in place when opened):
 //! - `records`: one row per evidence record; `body` is the full record JSON (including
 //!   `hash`), the other columns are indexes derived from it and checked by [`Store::verify`].
 //! - `keys`: Warden key verifiers (never the secret).
 //! - `checkpoints`: signed Merkle checkpoints ([`crate::checkpoint`]).
 //! - `seals`: signed retention seals ([`crate::retention`]): records `from_seq..=up_to_seq`
 //!   were exported into a bundle and removed; the chain continues from `last_hash`.
+//! - `merkle_frontier`: the Merkle frontier of the newest checkpoint this store signed, so
+//!   a restarted gateway's next checkpoint reads only the records after it (a cache: it is
+//!   checked against that checkpoint's root before use, and verification never reads it).
 //!
 //! Every connection uses a busy timeout (5 s by default) so the CLI and a running gateway
 //! can share the file. Appends go through the single writer thread behind
@@ -28,7 +32,7 @@ use crate::query::VerifyProblem;
 use crate::{Durability, Ledger, RecordFilter, VerifyReport};
 
 /// Schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// Page size of a new store (SQLite's default is 4 KiB).
 const PAGE_SIZE: u32 = 16384;
 /// Default time a connection waits for a lock held by another connection or process.
@@ -73,6 +77,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     ts TEXT NOT NULL,
     key_fingerprint TEXT NOT NULL,
     signature TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS merkle_frontier (
+    tree_size INTEGER PRIMARY KEY,
+    frontier TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS seals (
     up_to_seq INTEGER PRIMARY KEY,

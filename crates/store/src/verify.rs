@@ -1,5 +1,8 @@
 //! Full verification of a store: the hash chain, the Merkle root at every checkpoint and
 //! every checkpoint's signature, streaming (O(log n) memory besides the checkpoint list).
+use std::time::{Duration, Instant};
+
+use rusqlite::params;
 use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, PublicKey, read_checkpoints};
@@ -81,167 +84,284 @@ pub struct EvidenceReport {
     pub problem: Option<EvidenceProblem>,
 }
 
+/// Records a paced verification reads per read transaction (7 in unit tests, so that a
+/// small store spans several chunks).
+const PACED_CHUNK: i64 = if cfg!(test) { 7 } else { 4096 };
+
 impl Store {
     /// Recompute everything: chain, Merkle roots at each checkpoint, and (with `keys`)
     /// checkpoint signatures. Reports the first problem in sequence order.
     /// `progress(done, total)` is called every 10 000 records and at the end.
+    ///
+    /// Reads the whole store in one read transaction at full speed (the CLI's
+    /// `warden audit verify`); a running gateway uses [`Store::verify_evidence_paced`].
     pub fn verify_evidence(
         &self,
         keys: &[PublicKey],
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<EvidenceReport, StoreError> {
+        self.verify_walk(keys, progress, None)
+    }
+
+    /// [`Store::verify_evidence`] for a gateway that is serving traffic: the records are
+    /// read in chunks of 4 096, each in its own short read transaction (so the WAL can
+    /// still be checkpointed and appends never wait on the verifier), and `pause(busy)` is
+    /// called after each chunk with the time it took — the caller sleeps there to bound
+    /// the verifier's share of a core. Verifies the records that existed when it started.
+    ///
+    /// Chunks are separate snapshots, so retention removing a prefix between two of them
+    /// would look like deleted records: a problem found this way is confirmed by a full
+    /// single-snapshot [`Store::verify_evidence`] before it is reported.
+    pub fn verify_evidence_paced(
+        &self,
+        keys: &[PublicKey],
+        progress: &mut dyn FnMut(u64, u64),
+        pause: &mut dyn FnMut(Duration),
+    ) -> Result<EvidenceReport, StoreError> {
+        let report = self.verify_walk(keys, progress, Some(pause))?;
+        if report.problem.is_some() {
+            return self.verify_evidence(keys, progress);
+        }
+        Ok(report)
+    }
+
+    fn verify_walk(
+        &self,
+        keys: &[PublicKey],
+        progress: &mut dyn FnMut(u64, u64),
+        pause: Option<&mut dyn FnMut(Duration)>,
+    ) -> Result<EvidenceReport, StoreError> {
         let mut conn = self.reader()?;
         let tx = conn.transaction()?;
-        let total: i64 = tx.query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))?;
-        let total = total as u64;
         let checkpoints: Vec<Checkpoint> = read_checkpoints(&tx)?
             .into_iter()
             .filter(|c| c.tree_size > 0)
             .collect();
-        let mut report = EvidenceReport {
-            head_hash: crate::chain::GENESIS_HASH.to_string(),
-            signatures_checked: !keys.is_empty(),
-            ..Default::default()
-        };
-        let mut frontier = Frontier::new();
-        let mut next_cp = 0usize;
-        // Last verified checkpoint's size: a rewrite is somewhere after it.
-        let mut vouched = 0u64;
         let seals = read_seals(&tx)?;
+        let mut walk = Walk {
+            keys,
+            checkpoints: &checkpoints,
+            report: EvidenceReport {
+                head_hash: crate::chain::GENESIS_HASH.to_string(),
+                signatures_checked: !keys.is_empty(),
+                ..Default::default()
+            },
+            frontier: Frontier::new(),
+            next_cp: 0,
+            vouched: 0,
+            seal_record: None,
+        };
         match check_seals(&seals, &checkpoints, keys) {
             Err(p) => {
-                report.problem = Some(p);
+                walk.report.problem = Some(p);
                 tx.finish()?;
-                return Ok(report);
+                return Ok(walk.report);
             }
             Ok(None) => {}
-            Ok(Some(start)) => {
-                // The chain continues from the newest seal: its last hash and frontier.
-                report.head_seq = start.seal.up_to_seq;
-                report.head_hash = start.seal.last_hash.clone();
-                report.seals = seals.len() as u64;
-                report.sealed_up_to = start.seal.up_to_seq;
-                report.latest_seal = Some(start.seal.clone());
-                report.checkpoints_covered_by_seal = start.covered;
-                if let Some(cp) = start.exact {
-                    report.checkpoints_verified += 1;
-                    report.latest_checkpoint = Some(cp);
-                }
-                frontier = start.frontier;
-                next_cp = start.covered as usize + usize::from(report.latest_checkpoint.is_some());
-                vouched = start.seal.up_to_seq;
-            }
+            Ok(Some(start)) => walk.start_after_seal(start, seals.len() as u64),
         }
-        let seal_record = report.latest_seal.clone();
-        {
-            let mut stmt = tx.prepare(crate::sqlite::ALL_ROWS_SQL)?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let stored = StoredRow::read(row)?;
-                let expected = report.head_seq + 1;
-                if stored.seq > expected as i64 {
-                    let last = stored.seq - 1;
-                    let range = if last as u64 == expected {
-                        format!("record {expected} is missing")
-                    } else {
-                        format!("records {expected}..{last} are missing")
-                    };
-                    report.problem = Some(EvidenceProblem {
-                        seq: expected,
-                        kind: ProblemKind::Missing,
-                        what: format!(
-                            "{range} (deleted): the chain jumps from seq {} to {}",
-                            report.head_seq, stored.seq
-                        ),
-                    });
-                    break;
-                }
-                if let Err(what) = check_row(&stored, report.head_seq, &report.head_hash) {
-                    let kind = if what.contains("reordered") {
-                        ProblemKind::Reordered
-                    } else if what.starts_with("chain broken") {
-                        ProblemKind::ChainBroken
-                    } else {
-                        ProblemKind::Edited
-                    };
-                    let seq = if stored.seq < expected as i64 {
-                        expected
-                    } else {
-                        stored.seq as u64
-                    };
-                    report.problem = Some(EvidenceProblem { seq, kind, what });
-                    break;
-                }
-                let seq = stored.seq as u64;
-                let Some(leaf) = merkle::record_leaf(&stored.hash) else {
-                    report.problem = Some(EvidenceProblem {
-                        seq,
-                        kind: ProblemKind::Edited,
-                        what: format!("record {seq} was altered: its hash is not 64 hex digits"),
-                    });
-                    break;
-                };
-                if let Some(seal) = &seal_record
-                    && seal.record_seq == seq
-                    && let Err(what) = check_seal_record(&stored.kind, &stored.body, seal)
+        walk.seal_record = walk.report.latest_seal.clone();
+        let total = match pause {
+            None => {
+                // One snapshot for everything.
+                let total: i64 = tx.query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))?;
+                let total = total as u64;
                 {
-                    report.problem = Some(EvidenceProblem {
-                        seq,
-                        kind: ProblemKind::ForgedSeal,
-                        what,
-                    });
-                    break;
-                }
-                frontier.push(leaf);
-                report.records += 1;
-                report.head_seq = seq;
-                report.head_hash = stored.hash;
-                while next_cp < checkpoints.len() && checkpoints[next_cp].tree_size == seq {
-                    let cp = &checkpoints[next_cp];
-                    next_cp += 1;
-                    if let Some(p) = check_checkpoint(cp, keys, vouched) {
-                        report.problem = Some(p);
-                        break;
+                    let mut stmt = tx.prepare(crate::sqlite::ALL_ROWS_SQL)?;
+                    let mut rows = stmt.query([])?;
+                    while let Some(row) = rows.next()? {
+                        if !walk.row(StoredRow::read(row)?) {
+                            break;
+                        }
+                        if walk.report.records.is_multiple_of(10_000) {
+                            progress(walk.report.records, total);
+                        }
                     }
-                    let root = hex::encode(frontier.root());
-                    if root != cp.root || report.head_hash != cp.head_hash {
-                        let what = if report.head_hash != cp.head_hash {
-                            format!(
-                                "records {}..{seq} were rewritten after checkpoint {} ({}) was signed: the chain head and Merkle root no longer match it",
-                                vouched + 1,
-                                cp.tree_size,
-                                cp.ts
-                            )
-                        } else {
-                            format!(
-                                "checkpoint {} ({}) signs a Merkle root that records 1..{seq} do not produce",
-                                cp.tree_size, cp.ts
-                            )
-                        };
-                        report.problem = Some(EvidenceProblem {
-                            seq: vouched + 1,
-                            kind: ProblemKind::Rewritten,
-                            what,
-                        });
-                        break;
-                    }
-                    vouched = seq;
-                    report.checkpoints_verified += 1;
-                    report.latest_checkpoint = Some(cp.clone());
                 }
-                if report.problem.is_some() {
-                    break;
-                }
-                if report.records.is_multiple_of(10_000) {
-                    progress(report.records, total);
-                }
+                tx.finish()?;
+                total
             }
+            Some(pause) => {
+                // The records that exist now (checkpoints and seals were read with them).
+                let (head, _) = crate::sqlite::read_head(&tx)?;
+                tx.finish()?;
+                let total = head.saturating_sub(walk.report.head_seq);
+                let mut after = walk.report.head_seq as i64;
+                loop {
+                    let started = Instant::now();
+                    let tx = conn.transaction()?;
+                    let (mut n, mut stop) = (0i64, false);
+                    {
+                        let mut stmt = tx.prepare_cached(CHUNK_SQL)?;
+                        let mut rows = stmt.query(params![after, head as i64, PACED_CHUNK])?;
+                        while let Some(row) = rows.next()? {
+                            let stored = StoredRow::read(row)?;
+                            n += 1;
+                            after = stored.seq;
+                            if !walk.row(stored) {
+                                stop = true;
+                                break;
+                            }
+                        }
+                    }
+                    tx.finish()?;
+                    if stop || n < PACED_CHUNK {
+                        break;
+                    }
+                    progress(walk.report.records, total);
+                    pause(started.elapsed());
+                }
+                total
+            }
+        };
+        let report = walk.finish();
+        progress(report.records, total);
+        Ok(report)
+    }
+}
+
+/// One pass over the records in seq order.
+const CHUNK_SQL: &str = "SELECT seq, id, ts, kind, session_id, principal, connection, body, prev_hash, hash \
+     FROM records WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3";
+
+/// The state of one verification pass, fed the stored rows in seq order.
+struct Walk<'a> {
+    keys: &'a [PublicKey],
+    checkpoints: &'a [Checkpoint],
+    report: EvidenceReport,
+    frontier: Frontier,
+    next_cp: usize,
+    /// Last verified checkpoint's size: a rewrite is somewhere after it.
+    vouched: u64,
+    /// The newest seal, whose `retention.sealed` record must say what it says.
+    seal_record: Option<Seal>,
+}
+
+impl Walk<'_> {
+    /// The chain continues from the newest seal: its last hash and frontier.
+    fn start_after_seal(&mut self, start: SealStart, seals: u64) {
+        let report = &mut self.report;
+        report.head_seq = start.seal.up_to_seq;
+        report.head_hash = start.seal.last_hash.clone();
+        report.seals = seals;
+        report.sealed_up_to = start.seal.up_to_seq;
+        report.latest_seal = Some(start.seal.clone());
+        report.checkpoints_covered_by_seal = start.covered;
+        if let Some(cp) = start.exact {
+            report.checkpoints_verified += 1;
+            report.latest_checkpoint = Some(cp);
         }
-        tx.finish()?;
+        self.frontier = start.frontier;
+        self.next_cp = start.covered as usize + usize::from(report.latest_checkpoint.is_some());
+        self.vouched = start.seal.up_to_seq;
+    }
+
+    /// Check one stored row; `false` once a problem is found (it is in the report).
+    fn row(&mut self, stored: StoredRow) -> bool {
+        let report = &mut self.report;
+        let expected = report.head_seq + 1;
+        if stored.seq > expected as i64 {
+            let last = stored.seq - 1;
+            let range = if last as u64 == expected {
+                format!("record {expected} is missing")
+            } else {
+                format!("records {expected}..{last} are missing")
+            };
+            report.problem = Some(EvidenceProblem {
+                seq: expected,
+                kind: ProblemKind::Missing,
+                what: format!(
+                    "{range} (deleted): the chain jumps from seq {} to {}",
+                    report.head_seq, stored.seq
+                ),
+            });
+            return false;
+        }
+        if let Err(what) = check_row(&stored, report.head_seq, &report.head_hash) {
+            let kind = if what.contains("reordered") {
+                ProblemKind::Reordered
+            } else if what.starts_with("chain broken") {
+                ProblemKind::ChainBroken
+            } else {
+                ProblemKind::Edited
+            };
+            let seq = if stored.seq < expected as i64 {
+                expected
+            } else {
+                stored.seq as u64
+            };
+            report.problem = Some(EvidenceProblem { seq, kind, what });
+            return false;
+        }
+        let seq = stored.seq as u64;
+        let Some(leaf) = merkle::record_leaf(&stored.hash) else {
+            report.problem = Some(EvidenceProblem {
+                seq,
+                kind: ProblemKind::Edited,
+                what: format!("record {seq} was altered: its hash is not 64 hex digits"),
+            });
+            return false;
+        };
+        if let Some(seal) = &self.seal_record
+            && seal.record_seq == seq
+            && let Err(what) = check_seal_record(&stored.kind, &stored.body, seal)
+        {
+            report.problem = Some(EvidenceProblem {
+                seq,
+                kind: ProblemKind::ForgedSeal,
+                what,
+            });
+            return false;
+        }
+        self.frontier.push(leaf);
+        report.records += 1;
+        report.head_seq = seq;
+        report.head_hash = stored.hash;
+        while self.next_cp < self.checkpoints.len()
+            && self.checkpoints[self.next_cp].tree_size == seq
+        {
+            let cp = &self.checkpoints[self.next_cp];
+            self.next_cp += 1;
+            if let Some(p) = check_checkpoint(cp, self.keys, self.vouched) {
+                report.problem = Some(p);
+                return false;
+            }
+            let root = hex::encode(self.frontier.root());
+            if root != cp.root || report.head_hash != cp.head_hash {
+                let what = if report.head_hash != cp.head_hash {
+                    format!(
+                        "records {}..{seq} were rewritten after checkpoint {} ({}) was signed: the chain head and Merkle root no longer match it",
+                        self.vouched + 1,
+                        cp.tree_size,
+                        cp.ts
+                    )
+                } else {
+                    format!(
+                        "checkpoint {} ({}) signs a Merkle root that records 1..{seq} do not produce",
+                        cp.tree_size, cp.ts
+                    )
+                };
+                report.problem = Some(EvidenceProblem {
+                    seq: self.vouched + 1,
+                    kind: ProblemKind::Rewritten,
+                    what,
+                });
+                return false;
+            }
+            self.vouched = seq;
+            report.checkpoints_verified += 1;
+            report.latest_checkpoint = Some(cp.clone());
+        }
+        true
+    }
+
+    /// After the last row: checkpoints or a seal record the records do not reach.
+    fn finish(self) -> EvidenceReport {
+        let mut report = self.report;
         if report.problem.is_none() {
             // Checkpoints beyond the last record: the tail was cut (unless forged).
-            if let Some(cp) = checkpoints.get(next_cp) {
-                report.problem = Some(check_checkpoint(cp, keys, vouched).unwrap_or_else(|| {
+            if let Some(cp) = self.checkpoints.get(self.next_cp) {
+                report.problem = Some(check_checkpoint(cp, self.keys, self.vouched).unwrap_or_else(|| {
                     let n = report.head_seq;
                     EvidenceProblem {
                         seq: n + 1,
@@ -255,7 +375,7 @@ impl Store {
             }
         }
         if report.problem.is_none()
-            && let Some(seal) = &seal_record
+            && let Some(seal) = &self.seal_record
             && report.head_seq < seal.record_seq
         {
             report.problem = Some(EvidenceProblem {
@@ -267,9 +387,8 @@ impl Store {
                 ),
             });
         }
-        report.unsigned_tail = report.head_seq - vouched;
-        progress(report.records, total);
-        Ok(report)
+        report.unsigned_tail = report.head_seq - self.vouched;
+        report
     }
 }
 
