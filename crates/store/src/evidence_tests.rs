@@ -420,6 +420,11 @@ async fn paced_verification_finds_what_the_full_one_finds() {
         "UPDATE records SET body = json_set(body, '$.action.text', 'select 1') WHERE seq = 17",
         "DELETE FROM records WHERE seq = 9",
         "DELETE FROM records WHERE seq > 15",
+        "UPDATE records SET seq = -1 WHERE seq = 5; UPDATE records SET seq = 5 WHERE seq = 6; \
+         UPDATE records SET seq = 6 WHERE seq = -1;",
+        // A row that should not exist, before the first one.
+        "INSERT INTO records (seq, id, ts, kind, body, prev_hash, hash) \
+         SELECT -3, 'x', ts, kind, body, prev_hash, hash FROM records WHERE seq = 1",
     ] {
         let dir = tempfile::tempdir().unwrap();
         setup(dir.path()).await;

@@ -186,7 +186,9 @@ impl Store {
                 let (head, _) = crate::sqlite::read_head(&tx)?;
                 tx.finish()?;
                 let total = head.saturating_sub(walk.report.head_seq);
-                let mut after = walk.report.head_seq as i64;
+                // From the very first row, as the single-snapshot pass reads them: a row
+                // that should not be there (below a seal, a negative seq) is found too.
+                let mut after = i64::MIN;
                 loop {
                     let started = Instant::now();
                     let tx = conn.transaction()?;
