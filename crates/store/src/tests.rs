@@ -670,6 +670,31 @@ fn newer_schema_is_refused() {
 }
 
 #[tokio::test]
+async fn a_version_3_store_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 4).await;
+    drop(store);
+    raw(dir.path())
+        .execute_batch("DROP TABLE merkle_frontier; PRAGMA user_version = 3")
+        .unwrap();
+    let store = open(dir.path());
+    let version: i64 = raw(dir.path())
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, crate::sqlite::SCHEMA_VERSION);
+    let cp = store
+        .checkpoint(&crate::Signer::from_seed(&[3u8; 32]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(cp.tree_size, 4);
+    let stored: i64 = raw(dir.path())
+        .query_row("SELECT tree_size FROM merkle_frontier", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 4);
+}
+
+#[tokio::test]
 async fn the_cli_and_the_gateway_share_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = open(dir.path());
