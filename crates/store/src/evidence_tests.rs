@@ -480,3 +480,21 @@ async fn a_reopened_store_checkpoints_from_the_stored_frontier() {
         hex::encode(crate::merkle::root(&store.leaves(20).unwrap()))
     );
 }
+
+#[tokio::test]
+async fn a_checkpoint_reads_in_chunks_and_names_a_missing_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 0, 30).await; // 30 records: five chunks of 7 in unit tests
+    let cp = store.checkpoint(&signer()).unwrap().unwrap();
+    assert_eq!(
+        cp.root,
+        hex::encode(crate::merkle::root(&store.leaves(30).unwrap()))
+    );
+    fill(&store, 30, 10).await;
+    raw(dir.path())
+        .execute("DELETE FROM records WHERE seq = 35", [])
+        .unwrap();
+    let err = store.checkpoint(&signer()).unwrap_err().to_string();
+    assert!(err.contains("record 35 is missing"), "{err}");
+}

@@ -41,7 +41,7 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 /// (every index's last leaf is rewritten once per transaction, not once per record); a
 /// reader in this process that needs the index ([`Ledger::flush`], read-your-writes)
 /// cuts the linger short.
-const INDEX_LINGER: Duration = Duration::from_millis(20);
+pub(crate) const INDEX_LINGER: Duration = Duration::from_millis(20);
 /// The linger is slept in steps this long, checking for a reader in a hurry.
 const LINGER_STEP: Duration = Duration::from_millis(1);
 /// The log is emptied once it is at least this long and fully indexed.

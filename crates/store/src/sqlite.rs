@@ -479,6 +479,11 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether this handle's ledger (and so its indexer) runs in this process.
+    pub(crate) fn ledger_started(&self) -> bool {
+        self.ledger.get().is_some()
+    }
+
     pub(crate) fn merkle_cache(&self) -> MutexGuard<'_, MerkleCache> {
         self.merkle
             .lock()
