@@ -388,9 +388,10 @@ impl Store {
                 if n < CHECKPOINT_CHUNK {
                     break;
                 }
-                // In a gateway (this process indexes), leave a gap with no reader in which
-                // the indexer commits: that is when SQLite can start its WAL over.
-                if self.ledger_started() {
+                // While this process is indexing records, leave a gap with no reader in
+                // which the indexer commits: that is when SQLite can start its WAL over.
+                // (Nothing waiting to be indexed — the CLI, a gateway shutting down — no gap.)
+                if self.indexing() {
                     std::thread::sleep(crate::ledger::INDEX_LINGER + Duration::from_millis(5));
                 }
             }

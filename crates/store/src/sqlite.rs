@@ -479,9 +479,9 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether this handle's ledger (and so its indexer) runs in this process.
-    pub(crate) fn ledger_started(&self) -> bool {
-        self.ledger.get().is_some()
+    /// Whether this process's indexer has records waiting to be indexed.
+    pub(crate) fn indexing(&self) -> bool {
+        self.ledger.get().is_some_and(|l| l.queued() > 0)
     }
 
     pub(crate) fn merkle_cache(&self) -> MutexGuard<'_, MerkleCache> {
