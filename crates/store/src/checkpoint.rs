@@ -338,7 +338,7 @@ impl Store {
     /// is nothing new to sign. `chunked`: read the records in chunks of 4 096, each in its
     /// own short read transaction — a checkpoint after a busy minute reads ~2 M of them,
     /// with a gap after each one in a gateway, as back-to-back reads would keep SQLite
-    /// from starting its WAL over (it grew from 19 to 157–281 MiB at the first checkpoint
+    /// from starting its WAL over (it grew from ~20 to 157–308 MiB at the first checkpoint
     /// under `pgbench -c 8` when this was one snapshot).
     fn merkle_state(
         &self,
