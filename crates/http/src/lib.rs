@@ -164,9 +164,9 @@ impl HttpGateway {
             .max_header_list_size(self.config.max_header_bytes as u32)
             .max_concurrent_streams(256);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        // One permit per connection task, held until the task ends (also how shutdown
+        // knows every task has finished).
         let slots = Arc::new(tokio::sync::Semaphore::new(self.config.max_connections));
-        // One clone per connection task: counts the tasks still running at shutdown.
-        let live = Arc::new(());
 
         let sweeper = {
             let sessions = self.sessions.clone();
@@ -202,10 +202,8 @@ impl HttpGateway {
             let gw = self.clone();
             let builder = builder.clone();
             let watcher = graceful.watcher();
-            let live = live.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let _live = live;
                 gw.serve_socket(socket, peer, builder, watcher).await;
             });
         }
@@ -220,10 +218,10 @@ impl HttpGateway {
             }
         };
         // The connections are done; let each task record its sessions' `session.end`
-        // (`ConnSessions::close`) before the caller flushes the ledger.
-        let until = tokio::time::Instant::now() + Duration::from_secs(5);
-        while drained && Arc::strong_count(&live) > 1 && tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        // (`ConnSessions::close`) before the caller flushes the ledger: every permit back.
+        if drained {
+            let all = u32::try_from(self.config.max_connections).unwrap_or(u32::MAX);
+            let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
         }
         self.sessions.sweep(true).await;
     }

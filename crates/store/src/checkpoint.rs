@@ -235,10 +235,6 @@ fn stored_frontier(conn: &rusqlite::Connection) -> rusqlite::Result<Option<Merkl
         }))
 }
 
-/// Records a checkpoint reads per read transaction (7 in unit tests, so that small
-/// stores span several).
-const CHECKPOINT_CHUNK: i64 = if cfg!(test) { 7 } else { 4096 };
-
 /// Push the hashes of the records after `cache` up to `up_to` onto it, at most `limit`
 /// of them (`-1`: all); how many were read.
 fn extend_from_rows(
@@ -383,9 +379,9 @@ impl Store {
             tx.finish()?;
             loop {
                 let tx = conn.transaction()?;
-                let n = extend_from_rows(&tx, &mut cache, head_seq, CHECKPOINT_CHUNK)?;
+                let n = extend_from_rows(&tx, &mut cache, head_seq, crate::sqlite::READ_CHUNK)?;
                 tx.finish()?;
-                if n < CHECKPOINT_CHUNK {
+                if n < crate::sqlite::READ_CHUNK {
                     break;
                 }
                 // While this process is indexing records, leave a gap with no reader in

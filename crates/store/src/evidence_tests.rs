@@ -482,7 +482,7 @@ async fn a_reopened_store_checkpoints_from_the_stored_frontier() {
 }
 
 #[tokio::test]
-async fn a_checkpoint_reads_in_chunks_and_names_a_missing_record() {
+async fn a_checkpoint_over_several_read_chunks_matches_the_tree_and_names_a_missing_record() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     fill(&store, 0, 30).await; // 30 records: five chunks of 7 in unit tests

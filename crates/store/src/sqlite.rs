@@ -35,6 +35,10 @@ use crate::{Durability, Ledger, RecordFilter, VerifyReport};
 pub const SCHEMA_VERSION: i64 = 4;
 /// Page size of a new store (SQLite's default is 4 KiB).
 const PAGE_SIZE: u32 = 16384;
+/// Records a background reader (paced verification, checkpoints) reads per read
+/// transaction, so that no snapshot is held long (7 in unit tests, so that a small store
+/// spans several).
+pub(crate) const READ_CHUNK: i64 = if cfg!(test) { 7 } else { 4096 };
 /// Default time a connection waits for a lock held by another connection or process.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::checkpoint::{Checkpoint, PublicKey, read_checkpoints};
 use crate::merkle::{self, Frontier};
 use crate::retention::{Seal, read_seals};
-use crate::sqlite::{StoredRow, check_row};
+use crate::sqlite::{READ_CHUNK, StoredRow, check_row};
 use crate::{Store, StoreError};
 
 /// What kind of tampering (or damage) was found. The names are stable (`as_str`).
@@ -83,10 +83,6 @@ pub struct EvidenceReport {
     pub checkpoints_covered_by_seal: u64,
     pub problem: Option<EvidenceProblem>,
 }
-
-/// Records a paced verification reads per read transaction (7 in unit tests, so that a
-/// small store spans several chunks).
-const PACED_CHUNK: i64 = if cfg!(test) { 7 } else { 4096 };
 
 impl Store {
     /// Recompute everything: chain, Merkle roots at each checkpoint, and (with `keys`)
@@ -195,7 +191,7 @@ impl Store {
                     let (mut n, mut stop) = (0i64, false);
                     {
                         let mut stmt = tx.prepare_cached(CHUNK_SQL)?;
-                        let mut rows = stmt.query(params![after, head as i64, PACED_CHUNK])?;
+                        let mut rows = stmt.query(params![after, head as i64, READ_CHUNK])?;
                         while let Some(row) = rows.next()? {
                             let stored = StoredRow::read(row)?;
                             n += 1;
@@ -207,7 +203,7 @@ impl Store {
                         }
                     }
                     tx.finish()?;
-                    if stop || n < PACED_CHUNK {
+                    if stop || n < READ_CHUNK {
                         break;
                     }
                     progress(walk.report.records, total);
