@@ -372,9 +372,9 @@ async fn handle_inner(
     if let Some(a) = approval {
         rec = Session::with_approval(rec, a);
     }
-    let committed = match session.commit_requests(vec![rec]).await {
-        Ok(mut ids) => match lease.confirm_start().await {
-            Ok(()) => Ok(ids.remove(0)),
+    let committed = match session.commit_request(rec).await {
+        Ok(id) => match lease.confirm_start().await {
+            Ok(()) => Ok(id),
             Err(e) => Err(e),
         },
         Err(e) => Err(e.to_string()),

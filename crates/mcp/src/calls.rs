@@ -593,11 +593,8 @@ async fn admit(
     let mut rec = session.request_record(action, &decision);
     rec.purpose = purpose;
     rec.approval = approval;
-    match session.commit_requests(vec![rec]).await {
-        Ok(mut ids) if !ids.is_empty() => Ok((slot, ids.remove(0))),
-        Ok(_) => Err(ToolResult::error(
-            "Warden: the call could not be recorded, so it was not run",
-        )),
+    match session.commit_request(rec).await {
+        Ok(id) => Ok((slot, id)),
         Err(e) => {
             tracing::error!(error = %e, session = %session.id, "could not record action.request");
             Err(ToolResult::error(

@@ -333,7 +333,7 @@ async fn client_to_upstream(
         }
         if !records.is_empty() {
             // Fail closed: nothing in `out` is written unless every request record is durable.
-            if let Err(e) = session.commit_requests(std::mem::take(&mut records)).await {
+            if let Err(e) = session.commit_requests(&mut records).await {
                 return SessionEnd::LedgerFailed(e.to_string());
             }
         }

@@ -245,26 +245,23 @@ impl Session {
         r
     }
 
-    /// Commit `action.request` records; returns their ids once durable. The caller must
+    /// Commit one `action.request` record; returns its id once durable. The caller must
     /// not forward the action if this fails (fail closed).
-    pub async fn commit_requests(
-        &self,
-        recs: Vec<EvidenceRecord>,
-    ) -> Result<Vec<RequestId>, LedgerError> {
-        let ledger = &self.pipeline.ledger;
-        let mut ids = Vec::with_capacity(recs.len());
-        let waits: Vec<_> = recs
-            .into_iter()
-            .map(|r| {
-                ids.push(RequestId::from(r.id.as_str()));
-                ledger.submit(r)
-            })
-            .collect();
-        for w in waits {
-            w.await?;
-        }
-        self.actions.fetch_add(ids.len() as u64, Ordering::Relaxed);
-        Ok(ids)
+    pub async fn commit_request(&self, rec: EvidenceRecord) -> Result<RequestId, LedgerError> {
+        let id = RequestId::from(rec.id.as_str());
+        self.pipeline.ledger.submit(rec).await?;
+        self.actions.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// Commit the `action.request` records in `recs` (emptied, its capacity kept for the
+    /// next batch) and wait until all are durable. The caller must not forward any of the
+    /// actions if this fails (fail closed).
+    pub async fn commit_requests(&self, recs: &mut Vec<EvidenceRecord>) -> Result<(), LedgerError> {
+        let n = recs.len() as u64;
+        self.pipeline.ledger.submit_all(recs.drain(..)).await?;
+        self.actions.fetch_add(n, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Is there a standing grant for this `approve` decision? Returns the approval id

@@ -19,7 +19,7 @@
 //! `index_backlog` records behind (the database is locked or failing). Evidence that
 //! was acknowledged is never lost by an indexing failure: it stays in the log and is
 //! indexed by the retrying indexer, or on the next start ([`crate::journal`] recovery).
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
@@ -31,6 +31,7 @@ use warden_core::EvidenceRecord;
 
 use crate::chain::GENESIS_HASH;
 use crate::journal::Journal;
+use crate::recent_ids::RecentIds;
 
 /// Most records indexed in one transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -152,8 +153,7 @@ struct Chain {
     /// Recent failed writes: (first seq, last seq, why). Their records are not durable.
     lost: VecDeque<(u64, u64, String)>,
     syncer: Option<Arc<Syncer>>,
-    recent: VecDeque<String>,
-    recent_set: HashSet<String>,
+    recent: RecentIds,
 }
 
 impl Chain {
@@ -189,16 +189,16 @@ impl Chain {
         Ok(())
     }
 
-    /// Make sure record `seq` is in the log, writing what is pending if needed.
-    fn make_durable(&mut self, seq: u64) -> Result<(), String> {
-        if self.written < seq {
+    /// Make sure records `first..=last` are in the log, writing what is pending if needed.
+    fn make_durable(&mut self, first: u64, last: u64) -> Result<(), String> {
+        if self.written < last {
             let _ = self.write_pending();
         }
-        if let Some((_, _, why)) = self.lost.iter().find(|(a, b, _)| *a <= seq && seq <= *b) {
+        if let Some((_, _, why)) = self.lost.iter().find(|(a, b, _)| *a <= last && first <= *b) {
             return Err(why.clone());
         }
-        if self.written < seq {
-            return Err(format!("record {seq} was not written to the append log"));
+        if self.written < last {
+            return Err(format!("record {last} was not written to the append log"));
         }
         Ok(())
     }
@@ -401,25 +401,76 @@ impl Ledger {
     ) -> impl std::future::Future<Output = Result<Appended, LedgerError>> + Send + 'static + use<>
     {
         let placed = self.place(rec);
-        let chain = self.inner.chain.as_ref().ok().cloned();
-        let shared = self.inner.shared.clone();
-        let (soft_limit, pace_wait) = (self.inner.backlog_limit / 2, self.inner.pace_wait);
-        let synced = match (&placed, &self.inner.syncer) {
-            (Ok(_), Some(s)) => Some(s.synced.subscribe()),
+        let durable = placed.as_ref().ok().map(|a| self.durable(a.seq, a.seq));
+        async move {
+            let a = placed?;
+            if let Some(d) = durable {
+                d.await?;
+            }
+            Ok(a)
+        }
+    }
+
+    /// [`Ledger::submit`] for several records, in order, with one future for all of them
+    /// (no future, and no allocation, per record). On error, records placed before the
+    /// failing one are in the chain but the caller must treat none of them as durable.
+    pub fn submit_all<I>(
+        &self,
+        recs: I,
+    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send + 'static + use<I>
+    where
+        I: IntoIterator<Item = EvidenceRecord>,
+    {
+        let mut range: Option<(u64, u64)> = None;
+        let mut failed = None;
+        for rec in recs {
+            match self.place(rec) {
+                Ok(a) => range = Some((range.map_or(a.seq, |r| r.0), a.seq)),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let durable = match (&failed, range) {
+            (None, Some((first, last))) => Some(self.durable(first, last)),
             _ => None,
         };
         async move {
-            let a = placed?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if let Some(d) = durable {
+                d.await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Resolves once records `first..=last` (already placed) are as durable as the
+    /// ledger's durability level promises.
+    fn durable(
+        &self,
+        first: u64,
+        last: u64,
+    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send + 'static + use<> {
+        let chain = self.inner.chain.as_ref().ok().cloned();
+        let shared = self.inner.shared.clone();
+        let (soft_limit, pace_wait) = (self.inner.backlog_limit / 2, self.inner.pace_wait);
+        let synced = self.inner.syncer.as_ref().map(|s| s.synced.subscribe());
+        async move {
             // The first awaited future writes every line placed before it (its own and any
             // other session's): one write(2) for a batch of statements, a session.start and
             // its first request, or the responses that preceded it.
             if let Some(chain) = chain {
-                lock(&chain).make_durable(a.seq).map_err(unavailable)?;
+                lock(&chain)
+                    .make_durable(first, last)
+                    .map_err(unavailable)?;
             }
             // Backpressure: while the indexer is more than half its backlog behind, hold
             // the caller (its next action) back a little, so that a sustained burst slows
             // sessions down instead of reaching the hard limit, where appends are refused.
-            // The record itself is already durable.
+            // The records themselves are already durable.
             if shared.backlog.load(Ordering::Relaxed) > soft_limit {
                 let until = Instant::now() + pace_wait;
                 while shared.backlog.load(Ordering::Relaxed) > soft_limit
@@ -430,17 +481,16 @@ impl Ledger {
                 }
             }
             if let Some(mut rx) = synced {
-                let seq = a.seq;
                 let s = rx
-                    .wait_for(|s| s.up_to >= seq || s.failed.is_some())
+                    .wait_for(|s| s.up_to >= last || s.failed.is_some())
                     .await
                     .map_err(|_| unavailable("the evidence syncer stopped"))?
                     .clone();
-                if s.up_to < seq {
+                if s.up_to < last {
                     return Err(unavailable(s.failed.unwrap_or_default()));
                 }
             }
-            Ok(a)
+            Ok(())
         }
     }
 
@@ -566,7 +616,7 @@ impl Ledger {
         if let Some(e) = &c.broken {
             return Err(unavailable(e.clone()));
         }
-        if c.recent_set.contains(&rec.id) {
+        if !c.recent.insert(&rec.id) {
             return Err(unavailable(format!(
                 "record {} rejected: that id was already appended",
                 rec.id
@@ -575,6 +625,7 @@ impl Ledger {
         rec.seq = c.seq + 1;
         rec.prev_hash.clone_from(&c.hash);
         let (hash, line) = prepared.seal(rec.seq, &rec.prev_hash);
+
         if c.pending.is_empty() {
             c.pending_first = rec.seq;
         }
@@ -585,13 +636,6 @@ impl Ledger {
         c.seq = rec.seq;
         c.hash.clone_from(&rec.hash);
         inner.shared.placed.store(rec.seq, Ordering::SeqCst);
-        if c.recent.len() >= RECENT_IDS
-            && let Some(old) = c.recent.pop_front()
-        {
-            c.recent_set.remove(&old);
-        }
-        c.recent.push_back(rec.id.clone());
-        c.recent_set.insert(rec.id.clone());
         inner.shared.backlog.fetch_add(1, Ordering::Relaxed);
         if c.pending.len() >= PENDING_MAX
             && let Err(e) = c.write_pending()
@@ -666,8 +710,7 @@ fn start(cfg: &WriterConfig, shared: &Shared) -> Result<(Chain, Connection), Str
             written: seq,
             lost: VecDeque::new(),
             syncer: None,
-            recent: VecDeque::with_capacity(RECENT_IDS),
-            recent_set: HashSet::with_capacity(RECENT_IDS),
+            recent: RecentIds::new(RECENT_IDS),
         },
         conn,
     ))

@@ -27,6 +27,7 @@ pub mod keys;
 pub mod ledger;
 pub mod merkle;
 pub mod query;
+mod recent_ids;
 pub mod record_json;
 pub mod retention;
 pub mod sessions;

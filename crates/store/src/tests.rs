@@ -187,6 +187,49 @@ async fn duplicate_id_is_rejected_alone() {
     assert_eq!(store.verify(&mut |_, _| {}).unwrap().problem, None);
 }
 
+#[tokio::test]
+async fn submit_all_places_in_order_and_stops_at_the_first_refused_record() {
+    for durability in [Durability::Process, Durability::Fsync] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open("sqlite://data/evidence.db", dir.path(), durability).unwrap();
+        let ledger = store.ledger();
+        let batch: Vec<_> = (0..5)
+            .map(|i| rec(i, "agent:bot", "orders", RecordKind::ActionRequest))
+            .collect();
+        let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
+        ledger.submit_all(batch).await.unwrap();
+        // An empty batch is durable at once.
+        ledger.submit_all(Vec::new()).await.unwrap();
+
+        // The third record repeats an id: the first two are placed, the rest are not,
+        // and the caller is told the batch failed.
+        let a = rec(10, "agent:bot", "orders", RecordKind::ActionRequest);
+        let b = rec(11, "agent:bot", "orders", RecordKind::ActionRequest);
+        let mut dup = rec(12, "agent:bot", "orders", RecordKind::ActionRequest);
+        dup.id = ids[1].clone();
+        let after = rec(13, "agent:bot", "orders", RecordKind::ActionRequest);
+        let (a_id, b_id, after_id) = (a.id.clone(), b.id.clone(), after.id.clone());
+        let err = ledger.submit_all(vec![a, b, dup, after]).await.unwrap_err();
+        assert!(
+            err.to_string().contains("rejected"),
+            "{durability:?}: {err}"
+        );
+
+        ledger.flush().await.unwrap();
+        let got: Vec<String> = all(&store).into_iter().map(|r| r.id).collect();
+        let mut want = ids.clone();
+        want.extend([a_id, b_id]);
+        assert_eq!(got, want, "{durability:?}");
+        assert!(!got.contains(&after_id));
+        let report = store.verify(&mut |_, _| {}).unwrap();
+        assert_eq!(
+            (report.records, report.problem),
+            (7, None),
+            "{durability:?}"
+        );
+    }
+}
+
 async fn tampered(n: u64, sql: &str) -> (u64, String) {
     let dir = tempfile::tempdir().unwrap();
     {
