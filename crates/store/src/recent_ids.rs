@@ -43,14 +43,15 @@ impl RecentIds {
         RecentIds {
             cap,
             order: VecDeque::with_capacity(cap),
-            set: HashSet::with_capacity(cap),
+            set: HashSet::with_capacity(cap + 1),
         }
     }
 
     /// Remember `id`; false (and nothing changes) when it is already among the recent ones.
     pub(crate) fn insert(&mut self, id: &str) -> bool {
         let k = key(id);
-        if self.set.contains(&k) {
+        // One lookup for the check and the insertion; the set briefly holds `cap + 1`.
+        if !self.set.insert(k.clone()) {
             return false;
         }
         if self.order.len() >= self.cap
@@ -58,8 +59,7 @@ impl RecentIds {
         {
             self.set.remove(&old);
         }
-        self.order.push_back(k.clone());
-        self.set.insert(k);
+        self.order.push_back(k);
         true
     }
 }
