@@ -154,6 +154,9 @@ struct Chain {
     lost: VecDeque<(u64, u64, String)>,
     syncer: Option<Arc<Syncer>>,
     recent: RecentIds,
+    /// Test hook: this many of the next log writes fail as if the disk refused them.
+    #[cfg(test)]
+    fail_writes: u32,
 }
 
 impl Chain {
@@ -164,6 +167,14 @@ impl Chain {
         }
         let (first, last) = (self.pending_first, self.pending_last);
         let buf = std::mem::take(&mut self.pending);
+        #[cfg(test)]
+        let result = if self.fail_writes > 0 {
+            self.fail_writes -= 1;
+            Err((std::io::Error::other("injected by a test"), false))
+        } else {
+            self.journal.append(&buf)
+        };
+        #[cfg(not(test))]
         let result = self.journal.append(&buf);
         self.pending = buf;
         self.pending.clear();
@@ -412,8 +423,8 @@ impl Ledger {
     }
 
     /// [`Ledger::submit`] for several records, in order, with one future for all of them
-    /// (no future, and no allocation, per record). On error, records placed before the
-    /// failing one are in the chain but the caller must treat none of them as durable.
+    /// (not one per record). Placing stops at the first record refused; records placed
+    /// before it stay in the chain, but the caller must treat none of them as durable.
     pub fn submit_all<I>(
         &self,
         recs: I,
@@ -667,6 +678,14 @@ impl Ledger {
             .map_err(|_| unavailable("the evidence indexer is not running"))
     }
 
+    /// Test hook: the next `n` writes to the append log fail (nothing is written).
+    #[cfg(test)]
+    pub(crate) fn fail_next_writes(&self, n: u32) {
+        if let Ok(chain) = &self.inner.chain {
+            lock(chain).fail_writes = n;
+        }
+    }
+
     /// Test hook: make the indexer thread panic.
     #[cfg(test)]
     pub(crate) fn crash_writer(&self) {
@@ -711,6 +730,8 @@ fn start(cfg: &WriterConfig, shared: &Shared) -> Result<(Chain, Connection), Str
             lost: VecDeque::new(),
             syncer: None,
             recent: RecentIds::new(RECENT_IDS),
+            #[cfg(test)]
+            fail_writes: 0,
         },
         conn,
     ))

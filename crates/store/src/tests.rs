@@ -230,6 +230,37 @@ async fn submit_all_places_in_order_and_stops_at_the_first_refused_record() {
     }
 }
 
+#[tokio::test]
+async fn a_batch_whose_log_write_failed_is_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ledger = store.ledger();
+    ledger
+        .append(rec(0, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap();
+    // A background record waits in memory; the batch's write carries it too and fails.
+    ledger.append_background(rec(1, "agent:bot", "orders", RecordKind::ActionResponse));
+    ledger.fail_next_writes(1);
+    let batch: Vec<_> = (2..5)
+        .map(|i| rec(i, "agent:bot", "orders", RecordKind::ActionRequest))
+        .collect();
+    let err = ledger.submit_all(batch).await.unwrap_err();
+    assert!(err.to_string().contains("injected by a test"), "{err}");
+    // A single record whose own write failed is refused the same way.
+    ledger.fail_next_writes(1);
+    let err = ledger
+        .append(rec(5, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("injected by a test"), "{err}");
+    // The log works again: the next batch is acknowledged.
+    let batch: Vec<_> = (6..8)
+        .map(|i| rec(i, "agent:bot", "orders", RecordKind::ActionRequest))
+        .collect();
+    ledger.submit_all(batch).await.unwrap();
+}
+
 async fn tampered(n: u64, sql: &str) -> (u64, String) {
     let dir = tempfile::tempdir().unwrap();
     {
