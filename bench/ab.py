@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""A/B two or more Warden builds on the PostgreSQL path, interleaved, each on a fresh store.
+
+    bench/ab.py before=/tmp/warden-old after=target/release/warden
+    bench/ab.py --rounds 4 --seconds 15 a=/tmp/w1 b=/tmp/w2:WARDEN_LOG=info
+    bench/ab.py --callgrind 1500 before=/tmp/warden-old after=target/release/warden
+
+Starts PostgreSQL (and pgbouncer for reference) like bench/harness.py, then for every round
+and every target in turn: a new Warden from that binary on a fresh store, a 3 s warm-up,
+then `pgbench -S -n -M extended` at 8 clients and at 1 client. Reports tps and the
+gateway's CPU per transaction (utime + stime of all its threads from /proc, the evidence
+indexer included, with the indexer's own share), per round and as medians.
+
+On a shared 2-core VM the same binary moves by a few µs/tx from run to run; a difference
+smaller than that needs more rounds, or `--callgrind TX`: each target then runs once
+under `valgrind --tool=callgrind`; its counters are zeroed after a warm-up and the
+instructions of 8 x TX transactions of `pgbench -S -M extended -c 8` are reported (a run
+of 2 TX per client minus a run of TX, so connection set-up cancels out). Repeatable
+whatever else the machine does; but under valgrind SHA-256 runs without the CPU's SHA
+extensions and SQLite's batches differ with the speed, so compare builds with it, not
+the shares of their parts.
+
+A target is NAME=BINARY, optionally followed by :VAR=VALUE[,VAR=VALUE...] for the
+gateway's environment. Everything started is stopped on exit, error or Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness as h  # noqa: E402
+
+
+def parse_target(spec: str) -> tuple[str, Path, dict]:
+    name, sep, rest = spec.partition("=")
+    if not sep or not name or not rest:
+        raise h.BenchError(f"target {spec!r}: expected NAME=BINARY[:VAR=VALUE,...]")
+    binary, _, envs = rest.partition(":")
+    env = {}
+    for kv in filter(None, envs.split(",")):
+        k, sep, v = kv.partition("=")
+        if not sep:
+            raise h.BenchError(f"target {spec!r}: {kv!r} is not VAR=VALUE")
+        env[k] = v
+    path = Path(binary).resolve()
+    if not os.access(path, os.X_OK):
+        raise h.BenchError(f"target {spec!r}: {path} is not an executable")
+    return name, path, env
+
+
+def thread_ticks(pid: int) -> dict[str, int]:
+    """CPU ticks per thread name (threads of the same name summed)."""
+    out: dict[str, int] = {}
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (t / "comm").read_text().strip()
+            f = (t / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[comm] = out.get(comm, 0) + int(f[11]) + int(f[12])
+    return out
+
+
+class Gateway:
+    """One Warden from `binary` on a fresh store, with `env` added to its environment."""
+
+    def __init__(self, e: h.Env, name: str, binary: Path, env: dict, wrapper: list[str]):
+        saved = h.WARDEN
+        h.WARDEN = binary
+        try:
+            self.w = h.Warden(e, f"ab-{name}-{time.monotonic_ns()}", "process")
+        finally:
+            h.WARDEN = saved
+        self.binary, self.env, self.wrapper = binary, env, wrapper
+        if wrapper:
+            # Under valgrind a run lasts minutes: keep the periodic checkpoint (every 60 s by
+            # default) out of the counted windows, or one build's count includes it.
+            cfg = self.w.config.read_text()
+            self.w.config.write_text(cfg.replace("[gateway]\n",
+                                                 '[gateway]\ncheckpoint_interval = "24h"\n', 1))
+
+    def start(self) -> int:
+        w = self.w
+        logf = w.dir / "serve.log"
+        env = dict(w.env(), **self.env)
+        w.proc = subprocess.Popen(self.wrapper + [str(self.binary), "serve", "--config",
+                                                  str(w.config)],
+                                  cwd=w.dir, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=open(logf, "ab"), start_new_session=True)
+        p = w.proc
+        h.PROCS.add(f"warden {w.name}", lambda: h.stop_popen(p, timeout=60))
+        h.wait_port(w.pg_port, f"warden {w.name}", proc=p, logfile=logf, timeout=120)
+        r = h.run(["psql", f"host=127.0.0.1 port={w.pg_port} dbname=bench user=agent:bench",
+                   "-X", "-qAt", "-c", "select count(*) from pgbench_branches"],
+                  env=h.pg_env(w.key), timeout=120, what=f"psql through {w.name}")
+        if r.stdout.strip() != "5":
+            raise h.BenchError(f"{w.name}: unexpected answer {r.stdout!r}")
+        return p.pid
+
+    def stop(self) -> None:
+        if self.w.proc is not None:
+            h.stop_popen(self.w.proc, timeout=60)
+            self.w.proc = None
+        shutil.rmtree(self.w.dir, ignore_errors=True)
+
+    def pgbench(self, clients: int, seconds: float | None = None, tx: int | None = None) -> str:
+        w = self.w
+        cmd = ["pgbench", "-S", "-n", "-M", "extended", "-c", str(clients), "-j",
+               "2" if clients > 1 else "1", "-h", "127.0.0.1", "-p", str(w.pg_port),
+               "-U", "agent:bench", "bench"]
+        cmd += ["-t", str(tx)] if tx else ["-T", str(max(1, round(seconds or 1)))]
+        r = h.run(cmd, env=h.pg_env(w.key), timeout=3600, what="pgbench")
+        if re.search(r"number of failed transactions: [1-9]", r.stdout):
+            raise h.BenchError(f"pgbench reported failed transactions:\n{r.stdout}")
+        return r.stdout
+
+
+def timed(g: Gateway, pid: int, clients: int, seconds: float) -> dict:
+    t0 = thread_ticks(pid)
+    out = g.pgbench(clients, seconds=seconds)
+    t1 = thread_ticks(pid)
+    done = int(re.search(r"actually processed: (\d+)", out).group(1))
+    tps = float(re.search(r"tps = ([0-9.]+) \(without", out).group(1))
+    hz = os.sysconf("SC_CLK_TCK")
+    per_tx = lambda ticks: ticks / hz * 1e6 / max(done, 1)  # noqa: E731
+    total = sum(t1.values()) - sum(t0.values())
+    indexer = t1.get("warden-indexer", 0) - t0.get("warden-indexer", 0)
+    return {"tps": tps, "cpu": per_tx(total), "indexer": per_tx(indexer)}
+
+
+def callgrind(g: Gateway, tmp: Path, tx: int) -> int:
+    """Instructions of `tx` x 8 transactions: a run of 2*tx per client minus a run of tx
+    (each run opens its 8 connections, so their set-up — SCRAM included — cancels out)."""
+    g.pgbench(8, tx=100)  # warm-up: caches, prepared plans
+    pid = g.w.proc.pid
+
+    def counted(n: int) -> int:
+        h.run(["callgrind_control", "-z", str(pid)], timeout=120, what="callgrind_control -z")
+        g.pgbench(8, tx=n)
+        before = set(tmp.glob(f"callgrind.{pid}.out*"))
+        h.run(["callgrind_control", "-d", str(pid)], timeout=300, what="callgrind_control -d")
+        new = sorted(set(tmp.glob(f"callgrind.{pid}.out*")) - before)
+        if not new:
+            raise h.BenchError(f"no new callgrind dump for {pid} in {tmp}")
+        for line in new[-1].read_text(errors="replace").splitlines():
+            if line.startswith("summary:"):
+                return int(line.split()[1])
+        raise h.BenchError(f"no instruction summary in {new[-1]}")
+
+    one, two = counted(tx), counted(2 * tx)
+    return two - one
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("targets", nargs="+", metavar="NAME=BINARY[:VAR=VALUE,...]")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
+    ap.add_argument("--seconds", type=float, default=15, help="seconds per pgbench run (15)")
+    ap.add_argument("--callgrind", type=int, metavar="TX",
+                    help="count instructions for TX transactions per client instead")
+    args = ap.parse_args()
+    targets = [parse_target(t) for t in args.targets]
+    if len({n for n, _, _ in targets}) != len(targets):
+        raise h.BenchError("target names must differ")
+    for tool in ("psql", "pgbench", "pgbouncer") + (("valgrind", "callgrind_control")
+                                                     if args.callgrind else ()):
+        h.require(tool)
+
+    tmp = Path(tempfile.mkdtemp(prefix="warden-ab-"))
+    os.chmod(tmp, 0o755)
+    h.PROCS.add("temp dir", lambda: shutil.rmtree(tmp, ignore_errors=True))
+    e = h.Env(tmp)
+    e.origin_port = h.free_port()  # the gateways' HTTP connection is configured, not used
+    h.start_postgres(e)
+    h.start_pgbouncer(e)
+
+    if args.callgrind:
+        wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.%p.out"]
+        counts = {}
+        for name, binary, env in targets:
+            h.log(f"{name}: under callgrind, {args.callgrind} transactions x 8 clients")
+            g = Gateway(e, name, binary, env, wrapper)
+            g.start()
+            counts[name] = callgrind(g, tmp, args.callgrind)
+            g.stop()
+            h.log(f"  {name}: {counts[name]:,} instructions for {8 * args.callgrind} transactions")
+        first = next(iter(counts.values()))
+        print(f"\ninstructions of the gateway (all threads) for {8 * args.callgrind} "
+              f"transactions of pgbench -S -M extended -c 8 (connection set-up excluded)\n")
+        for name, n in counts.items():
+            print(f"  {name:<16} {n:>16,}  {n / (8 * args.callgrind):>10,.0f} per tx  "
+                  f"{n / first:6.3f}x")
+        return 0
+
+    bouncer_pid = int(h.tail(tmp / "pgbouncer" / "pgbouncer.pid").strip())
+    rows: dict[str, list] = {n: [] for n, _, _ in targets}
+    rows["pgbouncer"] = []
+    for rnd in range(1, args.rounds + 1):
+        for name, binary, env in targets:
+            g = Gateway(e, name, binary, env, [])
+            pid = g.start()
+            g.pgbench(8, seconds=3)
+            r8, r1 = timed(g, pid, 8, args.seconds), timed(g, pid, 1, args.seconds)
+            g.stop()
+            rows[name].append((r8, r1))
+            h.log(f"round {rnd} {name}: c=8 {r8['tps']:.0f} tps {r8['cpu']:.1f} µs/tx "
+                  f"(indexer {r8['indexer']:.1f}); c=1 {r1['tps']:.0f} tps {r1['cpu']:.1f} µs/tx")
+        t0 = sum(thread_ticks(bouncer_pid).values())
+        out = h.run(["pgbench", "-S", "-n", "-M", "extended", "-c", "8", "-j", "2", "-T",
+                     str(max(1, round(args.seconds))), "-h", "127.0.0.1", "-p",
+                     str(e.bouncer_port), "-U", "postgres", "bench"], env=h.pg_env(h.PG_PW),
+                    timeout=3600, what="pgbench (pgbouncer)").stdout
+        done = int(re.search(r"actually processed: (\d+)", out).group(1))
+        cpu = (sum(thread_ticks(bouncer_pid).values()) - t0) / os.sysconf("SC_CLK_TCK")
+        rb = {"tps": float(re.search(r"tps = ([0-9.]+) \(without", out).group(1)),
+              "cpu": cpu * 1e6 / max(done, 1)}
+        rows["pgbouncer"].append((rb, None))
+        h.log(f"round {rnd} pgbouncer: c=8 {rb['tps']:.0f} tps {rb['cpu']:.1f} µs/tx")
+
+    print(f"\npgbench -S -n -M extended, {args.seconds:g} s per run, {args.rounds} "
+          f"interleaved rounds; CPU = the proxy's µs per transaction (all threads)\n")
+    print("| target | c=8 tps | c=8 CPU µs/tx | of which indexer | c=1 tps | c=1 CPU µs/tx |")
+    print("|---|---|---|---|---|---|")
+    for name, rs in rows.items():
+        def col(i: int, k: str, fmt: str = "{:.1f}") -> str:
+            xs = [r[i][k] for r in rs if r[i] is not None and k in r[i]]
+            if not xs:
+                return "–"
+            return f"{fmt.format(statistics.median(xs))} ({' / '.join(fmt.format(x) for x in xs)})"
+        print(f"| {name} | {col(0, 'tps', '{:.0f}')} | {col(0, 'cpu')} | {col(0, 'indexer')} "
+              f"| {col(1, 'tps', '{:.0f}')} | {col(1, 'cpu')} |")
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, h.on_signal)
+    code = 1
+    try:
+        code = main()
+    except h.BenchError as ex:
+        h.log(f"FAILED: {ex}")
+    except KeyboardInterrupt:
+        h.log("interrupted; stopping everything")
+        code = 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        h.PROCS.stop_all()
+    sys.exit(code)
