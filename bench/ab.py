@@ -21,7 +21,8 @@ extensions and SQLite's batches differ with the speed, so compare builds with it
 the shares of their parts.
 
 A target is NAME=BINARY, optionally followed by :VAR=VALUE[,VAR=VALUE...] for the
-gateway's environment. Everything started is stopped on exit, error or Ctrl-C.
+gateway's environment. Everything started is stopped on exit, error or Ctrl-C; the temp
+dir (servers' logs, callgrind dumps for callgrind_annotate) is removed unless BENCH_KEEP=1.
 """
 from __future__ import annotations
 
@@ -180,7 +181,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="warden-ab-"))
     os.chmod(tmp, 0o755)
-    h.PROCS.add("temp dir", lambda: shutil.rmtree(tmp, ignore_errors=True))
+    h.PROCS.add("temp dir", lambda: None if h.KEEP else shutil.rmtree(tmp, ignore_errors=True))
     e = h.Env(tmp)
     e.origin_port = h.free_port()  # the gateways' HTTP connection is configured, not used
     h.start_postgres(e)

@@ -206,7 +206,7 @@ impl Policy {
         })
     }
     pub fn decide(&self, p: &Principal, connection: &str, action: &ActionClass<'_>) -> Decision {
-        self.explain(p, connection, action).decision
+        self.explain_inner(p, connection, action, false).decision
     }
     /// Decide knowing the session's declared purpose (rules with `require_purpose`).
     pub fn decide_with_purpose(
@@ -216,7 +216,7 @@ impl Policy {
         action: &ActionClass<'_>,
         purpose: Option<&str>,
     ) -> Decision {
-        self.explain_with_purpose(p, connection, action, purpose)
+        self.purpose_check(self.explain_inner(p, connection, action, false), purpose)
             .decision
     }
     /// `explain`, then: an allow/approve that rests on a rule with `require_purpose`
@@ -228,7 +228,10 @@ impl Policy {
         action: &ActionClass<'_>,
         purpose: Option<&str>,
     ) -> Explanation {
-        let mut ex = self.explain(p, connection, action);
+        self.purpose_check(self.explain(p, connection, action), purpose)
+    }
+
+    fn purpose_check(&self, mut ex: Explanation, purpose: Option<&str>) -> Explanation {
         let has_purpose = purpose.is_some_and(|s| !s.trim().is_empty());
         if ex.decision.effect != Effect::Deny && !has_purpose {
             let needs: Vec<String> = ex
@@ -262,6 +265,18 @@ impl Policy {
         connection: &str,
         action: &ActionClass<'_>,
     ) -> Explanation {
+        self.explain_inner(p, connection, action, true)
+    }
+
+    /// `with_matches`: also say why each rule matched (`Explanation::matched`). The data
+    /// path decides once per statement and never reads it, so it skips building it.
+    fn explain_inner(
+        &self,
+        p: &Principal,
+        connection: &str,
+        action: &ActionClass<'_>,
+        with_matches: bool,
+    ) -> Explanation {
         // Rules naming this principal and connection, with what matched.
         let candidates: Vec<Candidate<'_>> = self
             .rules
@@ -269,9 +284,11 @@ impl Policy {
             .filter_map(|r| Some((r, r.principal_match(p)?, r.connection_match(connection)?)))
             .collect();
         match action {
-            ActionClass::Sql(info) => self.explain_sql(p, connection, info, &candidates),
+            ActionClass::Sql(info) => {
+                self.explain_sql(p, connection, info, &candidates, with_matches)
+            }
             ActionClass::Http { method, path } => {
-                explain_http(p, connection, method, path, &candidates)
+                explain_http(p, connection, method, path, &candidates, with_matches)
             }
         }
     }
@@ -282,10 +299,11 @@ impl Policy {
         connection: &str,
         info: &StatementInfo,
         candidates: &[Candidate<'_>],
+        with_matches: bool,
     ) -> Explanation {
         // Every rule that covers at least one kind, for the explanation.
         let mut matched = Vec::new();
-        for (r, pp, conn) in candidates {
+        for (r, pp, conn) in candidates.iter().filter(|_| with_matches) {
             let kinds: Vec<&str> = info
                 .kinds
                 .iter()
@@ -454,27 +472,34 @@ fn explain_http(
     method: &str,
     path: &str,
     candidates: &[Candidate<'_>],
+    with_matches: bool,
 ) -> Explanation {
     let mut matched = Vec::new();
     let mut covering: Vec<&Rule> = Vec::new();
     for (r, pp, conn) in candidates {
-        let why = match &r.http {
+        let pattern = match &r.http {
             Some(pats) => match pats
                 .iter()
                 .find(|pat| http_pattern_matches(pat, method, path))
             {
-                Some(pat) => format!("principal {pp}, connection {conn}, request {pat}"),
+                Some(pat) => Some(pat),
                 None => continue,
             },
-            None if r.sql.is_none() => format!("principal {pp}, connection {conn}, any action"),
+            None if r.sql.is_none() => None,
             None => continue,
         };
         covering.push(r);
-        matched.push(MatchedRule {
-            id: r.id.clone(),
-            effect: r.effect,
-            why,
-        });
+        if with_matches {
+            let why = match pattern {
+                Some(pat) => format!("principal {pp}, connection {conn}, request {pat}"),
+                None => format!("principal {pp}, connection {conn}, any action"),
+            };
+            matched.push(MatchedRule {
+                id: r.id.clone(),
+                effect: r.effect,
+                why,
+            });
+        }
     }
     let decision = match covering.iter().map(|r| r.effect).max() {
         None => Decision::deny(format!(
@@ -743,6 +768,92 @@ mod tests {
     fn decide_sql(p: &Principal, conn: &str, sql: &str) -> Decision {
         let info = classify_one(sql, Dialect::Postgres);
         policy().decide(p, conn, &ActionClass::Sql(&info))
+    }
+
+    #[test]
+    fn deciding_without_the_match_list_decides_as_explain_does() {
+        // `decide*` skips building `Explanation::matched`; the decision must not change.
+        let mut pol = policy();
+        pol.rules.push(Rule {
+            refine: Refinement {
+                require_purpose: true,
+                ..Default::default()
+            },
+            ..rule(
+                "ddl-with-purpose",
+                &["group:agents"],
+                &["orders"],
+                Some(&["ddl"]),
+                Effect::Allow,
+            )
+        });
+        let same = |a: Decision, b: Decision, what: &str| {
+            assert_eq!(
+                (a.effect, a.rules, a.reason, a.approvers),
+                (b.effect, b.rules, b.reason, b.approvers),
+                "{what}"
+            );
+        };
+        let principals = [
+            principal("agent:bot", &["agents"]),
+            principal("agent:etl", &[]),
+            principal("user:admin", &["dba"]),
+            principal("agent:nobody", &[]),
+        ];
+        let statements = [
+            "select * from orders",
+            "update orders set x = 1",
+            "delete from orders where id = 1",
+            "create table t (a int)",
+            "copy orders to stdout",
+            "select 1; drop table orders",
+            "DO $$ BEGIN END $$",
+            "",
+        ];
+        let requests = [
+            ("GET", "/invoices/7"),
+            ("POST", "/invoices/7/notes"),
+            ("DELETE", "/x"),
+        ];
+        for p in &principals {
+            for conn in ["orders", "billing", "other"] {
+                for purpose in [None, Some("ticket 42"), Some("  ")] {
+                    for sql in statements {
+                        let info = classify_one(sql, Dialect::Postgres);
+                        let a = ActionClass::Sql(&info);
+                        let what = format!("{} {conn} {purpose:?} {sql:?}", p.id);
+                        same(
+                            pol.decide(p, conn, &a),
+                            pol.explain(p, conn, &a).decision,
+                            &what,
+                        );
+                        same(
+                            pol.decide_with_purpose(p, conn, &a, purpose),
+                            pol.explain_with_purpose(p, conn, &a, purpose).decision,
+                            &what,
+                        );
+                    }
+                    for (method, path) in requests {
+                        let a = ActionClass::Http { method, path };
+                        let what = format!("{} {conn} {purpose:?} {method} {path}", p.id);
+                        same(
+                            pol.decide(p, conn, &a),
+                            pol.explain(p, conn, &a).decision,
+                            &what,
+                        );
+                        same(
+                            pol.decide_with_purpose(p, conn, &a, purpose),
+                            pol.explain_with_purpose(p, conn, &a, purpose).decision,
+                            &what,
+                        );
+                    }
+                }
+            }
+        }
+        // And the explanation still lists why each rule matched.
+        let info = classify_one("select * from orders", Dialect::Postgres);
+        let ex = pol.explain(&principals[0], "orders", &ActionClass::Sql(&info));
+        assert!(!ex.matched.is_empty());
     }
 
     #[test]
