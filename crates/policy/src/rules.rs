@@ -780,13 +780,26 @@ mod tests {
                 ..Default::default()
             },
             ..rule(
-                "ddl-with-purpose",
-                &["group:agents"],
+                "etl-copy-with-purpose",
+                &["agent:etl"],
                 &["orders"],
-                Some(&["ddl"]),
+                Some(&["copy"]),
                 Effect::Allow,
             )
         });
+        // A case where the purpose decides (else the check below could pass without it).
+        let etl = principal("agent:etl", &[]);
+        let copy = classify_one("copy orders to stdout", Dialect::Postgres);
+        let copy = ActionClass::Sql(&copy);
+        assert_eq!(
+            pol.decide_with_purpose(&etl, "orders", &copy, None).effect,
+            Effect::Deny
+        );
+        assert_eq!(
+            pol.decide_with_purpose(&etl, "orders", &copy, Some("nightly export"))
+                .effect,
+            Effect::Allow
+        );
         let same = |a: Decision, b: Decision, what: &str| {
             assert_eq!(
                 (a.effect, a.rules, a.reason, a.approvers),
@@ -815,37 +828,28 @@ mod tests {
             ("POST", "/invoices/7/notes"),
             ("DELETE", "/x"),
         ];
+        let both_ways = |p: &Principal, conn: &str, purpose: Option<&str>, a: &ActionClass<'_>| {
+            let what = format!("{} {conn} {purpose:?} {a:?}", p.id);
+            same(
+                pol.decide(p, conn, a),
+                pol.explain(p, conn, a).decision,
+                &what,
+            );
+            same(
+                pol.decide_with_purpose(p, conn, a, purpose),
+                pol.explain_with_purpose(p, conn, a, purpose).decision,
+                &what,
+            );
+        };
         for p in &principals {
             for conn in ["orders", "billing", "other"] {
                 for purpose in [None, Some("ticket 42"), Some("  ")] {
                     for sql in statements {
                         let info = classify_one(sql, Dialect::Postgres);
-                        let a = ActionClass::Sql(&info);
-                        let what = format!("{} {conn} {purpose:?} {sql:?}", p.id);
-                        same(
-                            pol.decide(p, conn, &a),
-                            pol.explain(p, conn, &a).decision,
-                            &what,
-                        );
-                        same(
-                            pol.decide_with_purpose(p, conn, &a, purpose),
-                            pol.explain_with_purpose(p, conn, &a, purpose).decision,
-                            &what,
-                        );
+                        both_ways(p, conn, purpose, &ActionClass::Sql(&info));
                     }
                     for (method, path) in requests {
-                        let a = ActionClass::Http { method, path };
-                        let what = format!("{} {conn} {purpose:?} {method} {path}", p.id);
-                        same(
-                            pol.decide(p, conn, &a),
-                            pol.explain(p, conn, &a).decision,
-                            &what,
-                        );
-                        same(
-                            pol.decide_with_purpose(p, conn, &a, purpose),
-                            pol.explain_with_purpose(p, conn, &a, purpose).decision,
-                            &what,
-                        );
+                        both_ways(p, conn, purpose, &ActionClass::Http { method, path });
                     }
                 }
             }
