@@ -126,17 +126,17 @@ class Gateway:
         return r.stdout
 
 
-def timed(g: Gateway, pid: int, clients: int, seconds: float) -> dict:
+def timed(port: int, user: str, password: str, pid: int, clients: int) -> dict:
+    """harness.pgbench (tps, the process's CPU per transaction), plus the indexer's share."""
     t0 = thread_ticks(pid)
-    out = g.pgbench(clients, seconds=seconds)
+    r = h.pgbench(port, user, "bench", password, clients, "extended", pid)
     t1 = thread_ticks(pid)
-    done = int(re.search(r"actually processed: (\d+)", out).group(1))
-    tps = float(re.search(r"tps = ([0-9.]+) \(without", out).group(1))
-    hz = os.sysconf("SC_CLK_TCK")
-    per_tx = lambda ticks: ticks / hz * 1e6 / max(done, 1)  # noqa: E731
     total = sum(t1.values()) - sum(t0.values())
     indexer = t1.get("warden-indexer", 0) - t0.get("warden-indexer", 0)
-    return {"tps": tps, "cpu": per_tx(total), "indexer": per_tx(indexer)}
+    out = {"tps": r["tps"], "cpu": r.get("cpu_us_per_tx", 0.0)}
+    if "warden-indexer" in t1:
+        out["indexer"] = out["cpu"] * indexer / max(total, 1)
+    return out
 
 
 def callgrind(g: Gateway, tmp: Path, tx: int) -> int:
@@ -205,6 +205,7 @@ def main() -> int:
                   f"{n / first:6.3f}x")
         return 0
 
+    h.SECONDS = args.seconds
     bouncer_pid = int(h.tail(tmp / "pgbouncer" / "pgbouncer.pid").strip())
     rows: dict[str, list] = {n: [] for n, _, _ in targets}
     rows["pgbouncer"] = []
@@ -213,20 +214,13 @@ def main() -> int:
             g = Gateway(e, name, binary, env, [])
             pid = g.start()
             g.pgbench(8, seconds=3)
-            r8, r1 = timed(g, pid, 8, args.seconds), timed(g, pid, 1, args.seconds)
+            w = (g.w.pg_port, "agent:bench", g.w.key, pid)
+            r8, r1 = timed(*w, 8), timed(*w, 1)
             g.stop()
             rows[name].append((r8, r1))
             h.log(f"round {rnd} {name}: c=8 {r8['tps']:.0f} tps {r8['cpu']:.1f} µs/tx "
                   f"(indexer {r8['indexer']:.1f}); c=1 {r1['tps']:.0f} tps {r1['cpu']:.1f} µs/tx")
-        t0 = sum(thread_ticks(bouncer_pid).values())
-        out = h.run(["pgbench", "-S", "-n", "-M", "extended", "-c", "8", "-j", "2", "-T",
-                     str(max(1, round(args.seconds))), "-h", "127.0.0.1", "-p",
-                     str(e.bouncer_port), "-U", "postgres", "bench"], env=h.pg_env(h.PG_PW),
-                    timeout=3600, what="pgbench (pgbouncer)").stdout
-        done = int(re.search(r"actually processed: (\d+)", out).group(1))
-        cpu = (sum(thread_ticks(bouncer_pid).values()) - t0) / os.sysconf("SC_CLK_TCK")
-        rb = {"tps": float(re.search(r"tps = ([0-9.]+) \(without", out).group(1)),
-              "cpu": cpu * 1e6 / max(done, 1)}
+        rb = timed(e.bouncer_port, "postgres", h.PG_PW, bouncer_pid, 8)
         rows["pgbouncer"].append((rb, None))
         h.log(f"round {rnd} pgbouncer: c=8 {rb['tps']:.0f} tps {rb['cpu']:.1f} µs/tx")
 

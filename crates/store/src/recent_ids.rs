@@ -15,16 +15,10 @@ enum Key {
 fn key(id: &str) -> Key {
     let b = id.as_bytes();
     // Lowercase only: "AB…" and "ab…" are different ids and must stay different keys.
-    if b.len() == 32 && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
-        let mut v: u128 = 0;
-        for c in b {
-            let d = if c.is_ascii_digit() {
-                c - b'0'
-            } else {
-                c - b'a' + 10
-            };
-            v = (v << 4) | u128::from(d);
-        }
+    if b.len() == 32
+        && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        && let Ok(v) = u128::from_str_radix(id, 16)
+    {
         Key::Hex(v)
     } else {
         Key::Other(id.into())
