@@ -7,7 +7,8 @@
 
 Starts PostgreSQL (and pgbouncer for reference) like bench/harness.py, then for every round
 and every target in turn: a new Warden from that binary on a fresh store, a 3 s warm-up,
-then `pgbench -S -n -M extended` at 8 clients and at 1 client. Reports tps and the
+then `pgbench -S -n -M extended` at 8 clients and at 1 client (and the same against
+pgbouncer and PostgreSQL directly, once per round). Reports tps and the
 gateway's CPU per transaction (utime + stime of all its threads from /proc, the evidence
 indexer included, with the indexer's own share), per round and as medians.
 
@@ -19,6 +20,11 @@ of 2 TX per client minus a run of TX, so connection set-up cancels out). Repeata
 whatever else the machine does; but under valgrind SHA-256 runs without the CPU's SHA
 extensions and SQLite's batches differ with the speed, so compare builds with it, not
 the shares of their parts.
+
+With --pin, the gateway under test gets a core of its own: this script and everything it
+starts (PostgreSQL, pgbench) run on CPU 0, the proxy (each Warden, and pgbouncer) on CPU 1,
+as when a gateway runs on its own host. Without it all share both cores, as in
+bench/run.sh, so every µs of the proxy's CPU is taken from PostgreSQL and the client.
 
 A target is NAME=BINARY, optionally followed by :VAR=VALUE[,VAR=VALUE...] for the
 gateway's environment. Everything started is stopped on exit, error or Ctrl-C; the temp
@@ -83,7 +89,7 @@ class Gateway:
         finally:
             h.WARDEN = saved
         self.binary, self.env, self.wrapper = binary, env, wrapper
-        if wrapper:
+        if wrapper[:1] == ["valgrind"]:
             # Under valgrind a run lasts minutes: keep the periodic checkpoint (every 60 s by
             # default) out of the counted windows, or one build's count includes it.
             cfg = self.w.config.read_text()
@@ -169,6 +175,8 @@ def main() -> int:
     ap.add_argument("targets", nargs="+", metavar="NAME=BINARY[:VAR=VALUE,...]")
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
     ap.add_argument("--seconds", type=float, default=15, help="seconds per pgbench run (15)")
+    ap.add_argument("--pin", action="store_true",
+                    help="PostgreSQL and pgbench on CPU 0, the proxy under test on CPU 1")
     ap.add_argument("--callgrind", type=int, metavar="TX",
                     help="count instructions for TX transactions per client instead")
     args = ap.parse_args()
@@ -179,6 +187,15 @@ def main() -> int:
                                                      if args.callgrind else ()):
         h.require(tool)
 
+    pin: list[str] = []
+    if args.pin:
+        if args.callgrind:
+            raise h.BenchError("--pin and --callgrind do not go together (counts do not depend on it)")
+        if len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
+            raise h.BenchError("--pin needs CPUs 0 and 1")
+        h.require("taskset")
+        os.sched_setaffinity(0, {0})  # inherited by PostgreSQL, pgbench and psql
+        pin = ["taskset", "-c", "1"]
     tmp = Path(tempfile.mkdtemp(prefix="warden-ab-"))
     os.chmod(tmp, 0o755)
     h.PROCS.add("temp dir", lambda: None if h.KEEP else shutil.rmtree(tmp, ignore_errors=True))
@@ -207,11 +224,14 @@ def main() -> int:
 
     h.SECONDS = args.seconds
     bouncer_pid = int(h.tail(tmp / "pgbouncer" / "pgbouncer.pid").strip())
+    if pin:
+        h.run(["taskset", "-a", "-p", "-c", "1", str(bouncer_pid)], timeout=30, what="taskset")
     rows: dict[str, list] = {n: [] for n, _, _ in targets}
     rows["pgbouncer"] = []
+    rows["direct"] = []
     for rnd in range(1, args.rounds + 1):
         for name, binary, env in targets:
-            g = Gateway(e, name, binary, env, [])
+            g = Gateway(e, name, binary, env, pin)
             pid = g.start()
             g.pgbench(8, seconds=3)
             w = (g.w.pg_port, "agent:bench", g.w.key, pid)
@@ -220,12 +240,20 @@ def main() -> int:
             rows[name].append((r8, r1))
             h.log(f"round {rnd} {name}: c=8 {r8['tps']:.0f} tps {r8['cpu']:.1f} µs/tx "
                   f"(indexer {r8['indexer']:.1f}); c=1 {r1['tps']:.0f} tps {r1['cpu']:.1f} µs/tx")
-        rb = timed(e.bouncer_port, "postgres", h.PG_PW, bouncer_pid, 8)
-        rows["pgbouncer"].append((rb, None))
-        h.log(f"round {rnd} pgbouncer: c=8 {rb['tps']:.0f} tps {rb['cpu']:.1f} µs/tx")
+        b = (e.bouncer_port, "postgres", h.PG_PW, bouncer_pid)
+        rb8, rb1 = timed(*b, 8), timed(*b, 1)
+        rows["pgbouncer"].append((rb8, rb1))
+        h.log(f"round {rnd} pgbouncer: c=8 {rb8['tps']:.0f} tps {rb8['cpu']:.1f} µs/tx; "
+              f"c=1 {rb1['tps']:.0f} tps {rb1['cpu']:.1f} µs/tx")
+        rd8, rd1 = (h.pgbench(e.pg_port, "postgres", "bench", h.PG_PW, c, "extended")
+                    for c in (8, 1))
+        rows["direct"].append(({"tps": rd8["tps"]}, {"tps": rd1["tps"]}))
+        h.log(f"round {rnd} direct: c=8 {rd8['tps']:.0f} tps; c=1 {rd1['tps']:.0f} tps")
 
     print(f"\npgbench -S -n -M extended, {args.seconds:g} s per run, {args.rounds} "
-          f"interleaved rounds; CPU = the proxy's µs per transaction (all threads)\n")
+          f"interleaved rounds; CPU = the proxy's µs per transaction (all threads); "
+          + ("proxy on CPU 1, PostgreSQL and pgbench on CPU 0\n" if pin
+             else "everything shares both CPUs\n"))
     print("| target | c=8 tps | c=8 CPU µs/tx | of which indexer | c=1 tps | c=1 CPU µs/tx |")
     print("|---|---|---|---|---|---|")
     for name, rs in rows.items():
@@ -236,6 +264,16 @@ def main() -> int:
             return f"{fmt.format(statistics.median(xs))} ({' / '.join(fmt.format(x) for x in xs)})"
         print(f"| {name} | {col(0, 'tps', '{:.0f}')} | {col(0, 'cpu')} | {col(0, 'indexer')} "
               f"| {col(1, 'tps', '{:.0f}')} | {col(1, 'cpu')} |")
+
+    def median_tps(name: str, i: int) -> float:
+        return statistics.median(r[i]["tps"] for r in rows[name])
+
+    print("\nratios of median tps (c=8 / c=1)\n")
+    for name, _, _ in targets:
+        print(f"  {name:<16} / pgbouncer {median_tps(name, 0) / median_tps('pgbouncer', 0):.2f} / "
+              f"{median_tps(name, 1) / median_tps('pgbouncer', 1):.2f}   "
+              f"/ direct {median_tps(name, 0) / median_tps('direct', 0):.2f} / "
+              f"{median_tps(name, 1) / median_tps('direct', 1):.2f}")
     return 0
 
 
