@@ -125,3 +125,33 @@ def test_policy_check_cli_knows_refinements(gw):
     assert r.returncode == 4 and "purpose" in r.stdout, r.stdout
     r = run_warden(args + ["--sql", "create table x (id int)", "--purpose", "INC-9"])
     assert r.returncode == 0, r.stdout
+
+
+def test_reparsed_statement_is_decided_again_when_the_purpose_changes(gw):
+    # Extended protocol through libpq's PQexecParams: the same text as an unnamed Parse
+    # each time. The gateway reuses the last Parse's decision only while the declared
+    # purpose is the same.
+    import psycopg
+    from psycopg import pq
+    sql = "create table if not exists refine_memo (id int)"
+    k = gw.keys["reporter"]
+    with psycopg.connect(host="127.0.0.1", port=gw.port, dbname="refined", user=k.principal,
+                         password=k.secret, connect_timeout=10, autocommit=True) as conn:
+        def attempt():
+            r = conn.pgconn.exec_params(sql.encode(), [])
+            if r.status == pq.ExecStatus.COMMAND_OK:
+                return "ok"
+            assert r.error_field(pq.DiagnosticField.SQLSTATE) == b"42501", r.error_message
+            assert b"purpose" in r.error_message, r.error_message
+            return "denied"
+        assert attempt() == "denied"
+        assert attempt() == "denied"
+        conn.execute("set warden.purpose = 'INC-77'")
+        assert attempt() == "ok"
+        assert attempt() == "ok"
+        conn.execute("set warden.purpose = 'DEFAULT'")
+        assert attempt() == "denied"
+    denied = [x for x in gw.audit(kind="policy.denied") if x["action"]["text"] == sql]
+    allowed = [x for x in gw.audit(kind="action.request") if x["action"]["text"] == sql]
+    assert len(denied) == 3, denied
+    assert [x["purpose"] for x in allowed] == ["INC-77", "INC-77"], allowed

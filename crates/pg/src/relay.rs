@@ -134,6 +134,34 @@ struct Portal {
 struct ClientState {
     statements: HashMap<String, Arc<Prepared>>,
     portals: HashMap<String, Portal>,
+    /// The last Parse's outcome: a client that parses the same text again (an unnamed
+    /// statement per query, as `pgbench -M extended` and most drivers do) reuses it
+    /// instead of classifying and deciding again.
+    last_parse: Option<ParseMemo>,
+}
+
+/// What a Parse decided, and every input the decision depended on besides the policy
+/// (fixed for the gateway's life) and the session's principal and connection (fixed for
+/// the session's).
+struct ParseMemo {
+    query: String,
+    purpose: Option<String>,
+    prepared: Arc<Prepared>,
+}
+
+impl ClientState {
+    fn memoized_parse(
+        &self,
+        query: &str,
+        param_types: &[u32],
+        session: &Session,
+    ) -> Option<Arc<Prepared>> {
+        let m = self.last_parse.as_ref()?;
+        (m.query == query
+            && m.prepared.param_types == param_types
+            && session.purpose_is(m.purpose.as_deref()))
+        .then(|| m.prepared.clone())
+    }
 }
 
 fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -478,19 +506,40 @@ async fn on_client_frame(
         }
         b'P' => {
             let p = codec::parse_parse(body).map_err(|e| e.to_string())?;
-            let info = session.classify_one(p.query);
-            let decision = session.decide_sql(&info);
             if st.statements.len() >= MAX_TRACKED && !st.statements.contains_key(p.name) {
                 return Err(format!(
                     "more than {MAX_TRACKED} prepared statements in one session"
                 ));
             }
+            let prepared = match st.memoized_parse(p.query, &p.param_types, session) {
+                Some(prepared) => prepared,
+                None => {
+                    let info = session.classify_one(p.query);
+                    let decision = session.decide_sql(&info);
+                    let prepared = Arc::new(Prepared {
+                        info,
+                        decision,
+                        param_types: p.param_types.clone(),
+                    });
+                    st.last_parse = Some(ParseMemo {
+                        query: p.query.to_string(),
+                        purpose: session.purpose(),
+                        prepared: prepared.clone(),
+                    });
+                    prepared
+                }
+            };
+            let decision = &prepared.decision;
             if decision.effect == Effect::Deny {
                 session
-                    .record_denied(Session::sql_action(&info, Vec::new()), &decision, None)
+                    .record_denied(
+                        Session::sql_action(&prepared.info, Vec::new()),
+                        decision,
+                        None,
+                    )
                     .await;
                 let n = nonce();
-                let (message, hint) = denial_text(&decision);
+                let (message, hint) = denial_text(decision);
                 lock(shared).add_denial(Denial {
                     nonce: n.clone(),
                     code: "42501",
@@ -501,15 +550,12 @@ async fn on_client_frame(
             } else {
                 out.extend_from_slice(frame);
             }
-            let param_types = p.param_types.clone();
-            st.statements.insert(
-                p.name.to_string(),
-                Arc::new(Prepared {
-                    info,
-                    decision,
-                    param_types,
-                }),
-            );
+            match st.statements.get_mut(p.name) {
+                Some(slot) => *slot = prepared,
+                None => {
+                    st.statements.insert(p.name.to_string(), prepared);
+                }
+            }
         }
         b'B' => {
             let b = codec::parse_bind(body).map_err(|e| e.to_string())?;

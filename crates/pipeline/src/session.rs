@@ -162,6 +162,15 @@ impl Session {
             .clone()
     }
 
+    /// Is the declared purpose `purpose`? (No copy of it, unlike [`Session::purpose`].)
+    pub fn purpose_is(&self, purpose: Option<&str>) -> bool {
+        self.purpose
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_deref()
+            == purpose
+    }
+
     pub fn set_purpose(&self, purpose: Option<String>) {
         *self.purpose.lock().unwrap_or_else(|p| p.into_inner()) = purpose;
     }
