@@ -55,7 +55,7 @@ fn session(s: u64, t0: time::OffsetDateTime) -> Vec<EvidenceRecord> {
         let mut r = EvidenceRecord::new(kind);
         r.ts = warden_core::time_fmt::format_ts(t);
         r.session_id = Some(sid.clone());
-        r.principal = Some(principal(&agent, &["agents"]));
+        r.principal = Some(principal(&agent, &["agents"]).into());
         r.connection = Some(conn.into());
         r.protocol = Some("postgres".into());
         r.client = Some("127.0.0.1:51234".into());

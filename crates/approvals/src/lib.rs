@@ -414,7 +414,7 @@ impl Entry {
     fn record(&self, kind: RecordKind, id: &str) -> EvidenceRecord {
         let mut r = EvidenceRecord::new(kind);
         r.session_id = Some(self.req.session_id.clone());
-        r.principal = Some(self.req.requester.clone());
+        r.principal = Some(self.req.requester.clone().into());
         r.connection = Some(self.req.connection.clone());
         r.protocol = Some(self.req.protocol.clone());
         r.purpose = self.req.purpose.clone();

@@ -189,7 +189,7 @@ impl Pipeline {
         reason: &str,
     ) {
         let mut r = EvidenceRecord::new(RecordKind::SessionRefused);
-        r.principal = principal.cloned();
+        r.principal = principal.map(|p| Arc::new(p.clone()));
         r.connection = Some(connection.to_string());
         r.protocol = Some(protocol.to_string());
         r.client = Some(client.to_string());

@@ -46,7 +46,7 @@ impl SessionEnd {
 
 pub struct Session {
     pub id: String,
-    pub principal: Principal,
+    pub principal: std::sync::Arc<Principal>,
     pub connection: Arc<ConnectionSpec>,
     pub client: String,
     /// Masking for this connection (`None`: no `[[masking]]` rule covers it).
@@ -135,7 +135,7 @@ impl Session {
         let limits = pipeline.evidence_limits();
         let s = Arc::new(Session {
             id,
-            principal,
+            principal: Arc::new(principal),
             connection,
             client,
             masker,
@@ -307,7 +307,7 @@ impl Session {
             }
         }
         let req = ApprovalRequest {
-            requester: self.principal.clone(),
+            requester: Principal::clone(&self.principal),
             session_id: self.id.clone(),
             connection: self.connection.name.clone(),
             protocol: self.via.as_str().to_string(),

@@ -26,7 +26,7 @@ fn base(kind: RecordKind) -> EvidenceRecord {
     r.seq = 48_213;
     r.prev_hash = GENESIS_HASH.replace('0', "7");
     r.session_id = Some(format!("{:032x}", 0x5eed_u64));
-    r.principal = Some(Principal {
+    r.principal = Some(std::sync::Arc::new(Principal {
         id: "agent:reporter".into(),
         groups: vec!["agents".into()],
         auth: AuthInfo {
@@ -35,7 +35,7 @@ fn base(kind: RecordKind) -> EvidenceRecord {
             subject: Some("k7f3a9c2e".into()),
         },
         on_behalf_of: None,
-    });
+    }));
     r.connection = Some("orders".into());
     r.protocol = Some("postgres".into());
     r.purpose = Some("weekly revenue report".into());

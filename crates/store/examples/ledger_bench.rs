@@ -27,7 +27,7 @@ fn record(i: u64) -> EvidenceRecord {
         RecordKind::ActionResponse
     });
     r.session_id = Some(format!("{:032x}", i / 20));
-    r.principal = Some(Principal {
+    r.principal = Some(std::sync::Arc::new(Principal {
         id: "agent:reporter".into(),
         groups: vec!["agents".into()],
         auth: AuthInfo {
@@ -36,7 +36,7 @@ fn record(i: u64) -> EvidenceRecord {
             subject: Some("k7f3a9c2e".into()),
         },
         on_behalf_of: None,
-    });
+    }));
     r.connection = Some("orders".into());
     r.protocol = Some("postgres".into());
     r.client = Some("127.0.0.1:51234".into());

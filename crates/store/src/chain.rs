@@ -241,7 +241,7 @@ mod tests {
         r.ts = "2026-11-27T10:00:00.000000000Z".into();
         r.seq = 7;
         r.session_id = Some("s1".into());
-        r.principal = Some(Principal {
+        r.principal = Some(std::sync::Arc::new(Principal {
             id: "agent:bot".into(),
             groups: vec!["agents".into()],
             auth: AuthInfo {
@@ -250,7 +250,7 @@ mod tests {
                 subject: Some("k1".into()),
             },
             on_behalf_of: None,
-        });
+        }));
         r.connection = Some("orders".into());
         r.action = Some(ActionInfo {
             kind: "sql".into(),
@@ -364,7 +364,9 @@ mod tests {
         r.session_id = None;
         variants.push(r);
         let mut r = base.clone();
-        r.principal.as_mut().unwrap().groups.push("dba".into());
+        std::sync::Arc::make_mut(r.principal.as_mut().unwrap())
+            .groups
+            .push("dba".into());
         variants.push(r);
         let mut r = base.clone();
         r.connection = Some("billing".into());

@@ -356,7 +356,7 @@ mod tests {
         let mut r = EvidenceRecord::new(kind);
         r.ts = ts.into();
         r.session_id = Some(session.into());
-        r.principal = Some(Principal {
+        r.principal = Some(std::sync::Arc::new(Principal {
             id: who.into(),
             groups: vec![],
             auth: AuthInfo {
@@ -365,7 +365,7 @@ mod tests {
                 subject: None,
             },
             on_behalf_of: None,
-        });
+        }));
         r.connection = Some("orders".into());
         if !text.is_empty() {
             r.action = Some(ActionInfo {

@@ -34,7 +34,7 @@ fn rec(i: u64) -> EvidenceRecord {
     } else {
         "agent:y"
     };
-    r.principal = Some(Principal {
+    r.principal = Some(std::sync::Arc::new(Principal {
         id: who.into(),
         groups: vec!["agents".into()],
         auth: AuthInfo {
@@ -43,7 +43,7 @@ fn rec(i: u64) -> EvidenceRecord {
             subject: None,
         },
         on_behalf_of: None,
-    });
+    }));
     r.connection = Some("orders".into());
     r.action = Some(ActionInfo {
         kind: "sql".into(),

@@ -301,7 +301,7 @@ mod tests {
             ts: "2026-11-27T10:00:00.000000000Z".into(),
             kind: RecordKind::ApprovalDecided,
             session_id: Some("s1".into()),
-            principal: Some(Principal {
+            principal: Some(std::sync::Arc::new(Principal {
                 id: "agent:bot".into(),
                 groups: vec!["agents".into(), "g\"2".into()],
                 auth: AuthInfo {
@@ -310,7 +310,7 @@ mod tests {
                     subject: Some("sub\n1".into()),
                 },
                 on_behalf_of: Some("user:dana".into()),
-            }),
+            })),
             connection: Some("orders".into()),
             protocol: Some("postgres".into()),
             purpose: Some("INC-1 \u{1} é".into()),
@@ -388,7 +388,7 @@ mod tests {
             r.request_id = strs[5].clone();
             r.detail = strs[6].clone();
             if with[0] {
-                r.principal = Some(Principal {
+                r.principal = Some(std::sync::Arc::new(Principal {
                     id: strs[7].clone().unwrap_or_default(),
                     groups: groups.clone(),
                     auth: AuthInfo {
@@ -397,7 +397,7 @@ mod tests {
                         subject: strs[1].clone(),
                     },
                     on_behalf_of: strs[2].clone(),
-                });
+                }));
             }
             if with[1] {
                 r.action = Some(ActionInfo {

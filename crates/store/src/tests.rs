@@ -16,7 +16,7 @@ fn rec(i: u64, principal: &str, connection: &str, kind: RecordKind) -> EvidenceR
     let mut r = EvidenceRecord::new(kind);
     r.ts = format!("2026-11-27T10:00:{:02}.{:09}Z", i / 1000 % 60, i % 1000);
     r.session_id = Some(format!("s{}", i % 3));
-    r.principal = Some(Principal {
+    r.principal = Some(std::sync::Arc::new(Principal {
         id: principal.into(),
         groups: vec!["agents".into()],
         auth: AuthInfo {
@@ -25,7 +25,7 @@ fn rec(i: u64, principal: &str, connection: &str, kind: RecordKind) -> EvidenceR
             subject: Some("k1".into()),
         },
         on_behalf_of: None,
-    });
+    }));
     r.connection = Some(connection.into());
     r.detail = Some(format!("record {i}"));
     r
