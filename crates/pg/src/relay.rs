@@ -521,6 +521,8 @@ async fn on_client_frame(
                         decision,
                         param_types: p.param_types.clone(),
                     });
+                    // The purpose changes only on this path (client frames, in order),
+                    // so it is still the one `decide_sql` just read.
                     st.last_parse = Some(ParseMemo {
                         query: p.query.to_string(),
                         purpose: session.purpose(),
