@@ -637,7 +637,6 @@ impl Ledger {
         rec.seq = c.seq + 1;
         rec.prev_hash.clone_from(&c.hash);
         let (hash, line) = prepared.seal(rec.seq, &rec.prev_hash);
-
         if c.pending.is_empty() {
             c.pending_first = rec.seq;
         }

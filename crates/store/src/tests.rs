@@ -12,6 +12,17 @@ fn open(dir: &Path) -> Store {
     Store::open("sqlite://data/evidence.db", dir, Durability::Process).unwrap()
 }
 
+/// A store at `dir` whose ledger has acknowledged one `action.request` (record 0).
+async fn store_with_one_request(dir: &Path) -> (Store, crate::Ledger) {
+    let store = open(dir);
+    let ledger = store.ledger();
+    ledger
+        .append(rec(0, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap();
+    (store, ledger)
+}
+
 fn rec(i: u64, principal: &str, connection: &str, kind: RecordKind) -> EvidenceRecord {
     let mut r = EvidenceRecord::new(kind);
     r.ts = format!("2026-11-27T10:00:{:02}.{:09}Z", i / 1000 % 60, i % 1000);
@@ -233,12 +244,7 @@ async fn submit_all_places_in_order_and_stops_at_the_first_refused_record() {
 #[tokio::test]
 async fn a_batch_whose_log_write_failed_is_not_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let ledger = store.ledger();
-    ledger
-        .append(rec(0, "agent:bot", "orders", RecordKind::ActionRequest))
-        .await
-        .unwrap();
+    let (_store, ledger) = store_with_one_request(dir.path()).await;
     // A background record waits in memory; the batch's write carries it too and fails.
     ledger.append_background(rec(1, "agent:bot", "orders", RecordKind::ActionResponse));
     ledger.fail_next_writes(1);
@@ -513,12 +519,7 @@ async fn a_second_ledger_on_the_same_store_is_refused() {
 #[tokio::test]
 async fn append_fails_promptly_when_the_writer_is_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let ledger = store.ledger();
-    ledger
-        .append(rec(0, "agent:bot", "orders", RecordKind::ActionRequest))
-        .await
-        .unwrap();
+    let (store, ledger) = store_with_one_request(dir.path()).await;
     ledger.flush().await.unwrap();
     ledger.crash_writer();
     // Whatever was acknowledged before the crash is in the append log; once the indexer
