@@ -105,7 +105,7 @@ pub(crate) fn push_hash_member(body: &mut String, before: &str, hash: &str, next
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    hex_lower(&Sha256::digest(bytes))
 }
 
 pub(crate) fn write_value(out: &mut String, v: &Value) {
@@ -203,7 +203,19 @@ pub(crate) fn write_str(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // Most strings need no escape at all: skip eight plain bytes at a time.
+        if let Some(word) = bytes.get(i..i + 8) {
+            let w = u64::from_le_bytes([
+                word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+            ]);
+            if !needs_escape(w) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
         let esc: &str = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -213,7 +225,10 @@ pub(crate) fn write_str(out: &mut String, s: &str) {
             0x08 => "\\b",
             0x0c => "\\f",
             0x00..=0x1f => "",
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         // `i` is at an ASCII byte, so both slices end on char boundaries.
         out.push_str(&s[start..i]);
@@ -224,16 +239,62 @@ pub(crate) fn write_str(out: &mut String, s: &str) {
         } else {
             out.push_str(esc);
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// Whether any of the eight bytes of `w` is a control character (< 0x20), `"` or `\`.
+/// The classic word tests: `(x - 0x0101..) & !x & 0x8080..` is non-zero exactly when some
+/// byte of `x` is zero, and `(w - 0x2020..) & !w & 0x8080..` exactly when some byte of `w`
+/// is below 0x20 (bytes >= 0x80, i.e. UTF-8, never match). Which byte does not matter:
+/// the caller then looks at them one by one.
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (below_space | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\'))))
+        != 0
+}
+
+/// Lowercase hex of `bytes` (hashes: once or twice per record).
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use warden_core::{ActionInfo, AuthInfo, AuthMethod, Principal, RecordKind, ResponseInfo};
+
+    #[test]
+    fn every_byte_at_every_offset_is_escaped_like_serde_json() {
+        // The word test sees each position of an eight-byte word, and the tail after it.
+        for b in 0u8..0x80 {
+            for len in 0..20 {
+                for at in 0..len {
+                    let mut s = "é".repeat(len / 4) + &"a".repeat(len);
+                    s.insert(s.len() - at, char::from(b));
+                    let mut out = String::new();
+                    write_str(&mut out, &s);
+                    assert_eq!(
+                        out,
+                        serde_json::to_string(&s).unwrap(),
+                        "byte {b:#x} in {s:?}"
+                    );
+                }
+            }
+        }
+    }
 
     fn sample() -> EvidenceRecord {
         let mut r = EvidenceRecord::new(RecordKind::ActionRequest);
@@ -420,6 +481,17 @@ mod tests {
             let mut expected = serde_json::to_value(&r).unwrap();
             expected.as_object_mut().unwrap().remove("hash");
             proptest::prop_assert_eq!(serde_json::from_str::<Value>(&c).unwrap(), expected);
+        }
+
+        #[test]
+        fn the_word_test_finds_exactly_the_bytes_to_escape(w in proptest::num::u64::ANY) {
+            let want = w.to_le_bytes().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+            proptest::prop_assert_eq!(needs_escape(w), want);
+        }
+
+        #[test]
+        fn hex_lower_is_hex_encode(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..70)) {
+            proptest::prop_assert_eq!(hex_lower(&bytes), hex::encode(&bytes));
         }
 
         #[test]

@@ -47,7 +47,7 @@ impl Prepared {
         for part in [a, b, &prev, c, &seq, d] {
             h.update(part.as_bytes());
         }
-        let hash = hex::encode(h.finalize());
+        let hash = crate::chain::hex_lower(&h.finalize());
         let mut body = String::with_capacity(t.len() + prev.len() + seq.len() + 80);
         // `b` (never empty: `id`, `kind`) starts with `,"id"` unless `a` is just `{`.
         push_hash_member(&mut body, a, &hash, b);
