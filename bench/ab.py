@@ -36,7 +36,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -168,13 +167,31 @@ def callgrind(g: Gateway, tmp: Path, tx: int) -> int:
     return two - one
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog=__doc__.split("\n\n", 1)[1],
+def arg_parser(doc: str, rounds: int, seconds: float) -> argparse.ArgumentParser:
+    """The options every build-comparing script takes: targets, --rounds, --seconds."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                 epilog=doc.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("targets", nargs="+", metavar="NAME=BINARY[:VAR=VALUE,...]")
-    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
-    ap.add_argument("--seconds", type=float, default=15, help="seconds per pgbench run (15)")
+    ap.add_argument("--rounds", type=int, default=rounds,
+                    help=f"interleaved rounds (default {rounds})")
+    ap.add_argument("--seconds", type=float, default=seconds,
+                    help=f"seconds per pgbench run ({seconds:g})")
+    return ap
+
+
+def scratch_env(prefix: str) -> h.Env:
+    """A temp dir (removed on exit unless BENCH_KEEP=1) and the harness's Env in it."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(tmp, 0o755)
+    h.PROCS.add("temp dir", lambda: None if h.KEEP else shutil.rmtree(tmp, ignore_errors=True))
+    e = h.Env(tmp)
+    e.origin_port = h.free_port()  # the gateways' HTTP connection is configured, not used
+    return e
+
+
+def main() -> int:
+    ap = arg_parser(__doc__, rounds=4, seconds=15)
     ap.add_argument("--pin", action="store_true",
                     help="PostgreSQL and pgbench on CPU 0, the proxy under test on CPU 1")
     ap.add_argument("--callgrind", type=int, metavar="TX",
@@ -196,11 +213,8 @@ def main() -> int:
         h.require("taskset")
         os.sched_setaffinity(0, {0})  # inherited by PostgreSQL, pgbench and psql
         pin = ["taskset", "-c", "1"]
-    tmp = Path(tempfile.mkdtemp(prefix="warden-ab-"))
-    os.chmod(tmp, 0o755)
-    h.PROCS.add("temp dir", lambda: None if h.KEEP else shutil.rmtree(tmp, ignore_errors=True))
-    e = h.Env(tmp)
-    e.origin_port = h.free_port()  # the gateways' HTTP connection is configured, not used
+    e = scratch_env("warden-ab-")
+    tmp = e.tmp
     h.start_postgres(e)
     h.start_pgbouncer(e)
 
@@ -278,17 +292,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, h.on_signal)
-    code = 1
-    try:
-        code = main()
-    except h.BenchError as ex:
-        h.log(f"FAILED: {ex}")
-    except KeyboardInterrupt:
-        h.log("interrupted; stopping everything")
-        code = 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        h.PROCS.stop_all()
-    sys.exit(code)
+    h.run_main(main)

@@ -14,13 +14,8 @@ Targets are NAME=BINARY[:VAR=VALUE,...] as for bench/ab.py.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import re
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -47,21 +42,11 @@ def switches(pid: int) -> dict[str, tuple[int, int]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog=__doc__.split("\n\n", 1)[1],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("targets", nargs="+", metavar="NAME=BINARY[:VAR=VALUE,...]")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
-    ap.add_argument("--seconds", type=float, default=6, help="seconds per pgbench run (6)")
-    args = ap.parse_args()
+    args = ab.arg_parser(__doc__, rounds=2, seconds=6).parse_args()
     targets = [ab.parse_target(t) for t in args.targets]
     for tool in ("psql", "pgbench"):
         h.require(tool)
-    tmp = Path(tempfile.mkdtemp(prefix="warden-ctxsw-"))
-    os.chmod(tmp, 0o755)
-    h.PROCS.add("temp dir", lambda: None if h.KEEP else shutil.rmtree(tmp, ignore_errors=True))
-    e = h.Env(tmp)
-    e.origin_port = h.free_port()  # the gateways' HTTP connection is configured, not used
+    e = ab.scratch_env("warden-ctxsw-")
     h.start_postgres(e)
     print("| round | target | clients | tps | indexer voluntary/s | indexer voluntary/tx "
           "| runtime voluntary/tx | runtime involuntary/tx |")
@@ -95,17 +80,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, h.on_signal)
-    code = 1
-    try:
-        code = main()
-    except h.BenchError as ex:
-        h.log(f"FAILED: {ex}")
-    except KeyboardInterrupt:
-        h.log("interrupted; stopping everything")
-        code = 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        h.PROCS.stop_all()
-    sys.exit(code)
+    h.run_main(main)

@@ -938,7 +938,9 @@ def on_signal(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-if __name__ == "__main__":
+def run_main(main) -> None:
+    """Run `main()` as a script's entry point: a BenchError or Ctrl-C/SIGTERM/SIGHUP ends
+    it with a message, and everything started is stopped whatever happened."""
     # Also when started in the background by a non-interactive shell (SIGINT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, on_signal)
@@ -958,3 +960,7 @@ if __name__ == "__main__":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         PROCS.stop_all()
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    run_main(main)
