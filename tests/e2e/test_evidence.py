@@ -379,3 +379,75 @@ def test_sigkill_keeps_every_answered_statement(pg, durability):
         if w.proc.poll() is None:
             stop_process(w.proc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_shutdown_ends_open_sessions_with_57p01_and_records_them(pg):
+    """SIGTERM with two PostgreSQL sessions open, one idle and one inside a 30 s statement:
+    both clients get FATAL 57P01 at once (as from PostgreSQL's own fast shutdown), the
+    running statement is cancelled upstream and recorded `interrupted`, both sessions get
+    their `session.end`, and the final signed checkpoint covers every record."""
+    import psycopg
+    tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-shutdown-"))
+    w = make_warden(pg, tmp)
+    tag = uuid.uuid4().hex[:8]
+    idle = busy = None
+    try:
+        idle = w.connect("reporter", autocommit=True)
+        assert idle.execute(f"select 'idle-{tag}'").fetchone()[0] == f"idle-{tag}"
+        busy = w.connect("reporter", autocommit=True)
+        outcome: dict = {}
+
+        def sleeper():
+            try:
+                busy.execute(f"select pg_sleep(30) /* {tag} */")
+                outcome["finished"] = True
+            except psycopg.Error as e:
+                outcome["error"] = e
+
+        t = threading.Thread(target=sleeper, daemon=True)
+        t.start()
+        wait_for(lambda: tag in pg.admin_psql(
+            "select query from pg_stat_activity where state = 'active'"),
+            timeout=20, what="the sleep running upstream")
+        started = time.monotonic()
+        w.proc.send_signal(signal.SIGTERM)
+        w.proc.wait(timeout=15)
+        t.join(timeout=15)
+        assert w.proc.returncode == 0, w.log.read_text()[-2000:]
+        assert time.monotonic() - started < 10, "shutdown waited for the statement"
+        err = outcome.get("error")
+        assert err is not None, outcome
+        assert err.sqlstate == "57P01", (err.sqlstate, str(err))
+        assert "shutting down" in str(err), str(err)
+        # The idle client learns it on its next use (the FATAL is already in its socket).
+        with pytest.raises(psycopg.OperationalError) as idle_err:
+            idle.execute("select 1")
+        assert "shutting down" in str(idle_err.value) or idle_err.value.sqlstate == "57P01", \
+            str(idle_err.value)
+        # Cancelled upstream, not left running there.
+        wait_for(lambda: tag not in pg.admin_psql(
+            "select query from pg_stat_activity where state = 'active'"),
+            timeout=10, what="the sleep gone from PostgreSQL")
+
+        reqs = [r for r in w.audit(kind="action.request")
+                if tag in ((r.get("action") or {}).get("text") or "")]
+        assert len(reqs) == 2, reqs
+        sleep_req = next(r for r in reqs if "pg_sleep" in r["action"]["text"])
+        resps = [r for r in w.audit(kind="action.response")
+                 if r.get("request_id") == sleep_req["id"]]
+        assert [r["response"]["status"] for r in resps] == ["interrupted"], resps
+        ends = [r for r in w.audit(kind="session.end")
+                if r.get("session_id") in {q["session_id"] for q in reqs}]
+        assert len(ends) == 2, ends
+        assert all("gateway shutting down" in (e.get("detail") or "") for e in ends), ends
+        assert checkpoints(w)[-1][0] == head_seq(w), "shutdown checkpoint covers the head"
+    finally:
+        for c in (idle, busy):
+            if c is not None:
+                try:
+                    c.close()
+                except Exception:  # noqa: BLE001
+                    pass
+        if w.proc.poll() is None:
+            stop_process(w.proc)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -52,7 +52,13 @@ impl Default for PgListenerConfig {
     }
 }
 
-/// Accept connections until `shutdown` resolves.
+/// How long a shutdown waits for connections to finish after telling them to stop.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Accept connections until `shutdown` resolves; then end every open session (`57P01`
+/// to its client, in-flight statements cancelled and recorded `interrupted`, its
+/// `session.end` recorded) and return once each connection task has finished, so the
+/// caller's final flush and checkpoint cover them.
 pub async fn serve(
     listener: TcpListener,
     pipeline: Arc<Pipeline>,
@@ -60,8 +66,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let registry = cancel::CancelRegistry::default();
+    // One permit per connection task, held until the task ends (also how shutdown knows
+    // every task has finished).
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     let config = Arc::new(config);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {
@@ -80,12 +89,24 @@ pub async fn serve(
         let pipeline = pipeline.clone();
         let registry = registry.clone();
         let config = config.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let Ok(_permit) = permit else {
                 startup::refuse_too_many(socket).await;
                 return;
             };
-            startup::handle_connection(socket, peer, pipeline, registry, config).await;
+            startup::handle_connection(socket, peer, pipeline, registry, config, stop).await;
         });
+    }
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "PostgreSQL connections still open {} s after shutdown began; leaving them",
+            DRAIN.as_secs()
+        );
     }
 }

@@ -203,6 +203,7 @@ pub async fn run(
     upstream: Upstream,
     session: Arc<Session>,
     cancel: Option<CancelTarget>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let FrameReader {
         stream: cstream,
@@ -238,6 +239,8 @@ pub async fn run(
         tokio::select! {
             e = &mut c2u => e,
             e = &mut u2c => e,
+            // The gateway is stopping (or the listener is gone: the same).
+            _ = stop.wait_for(|s| *s) => SessionEnd::Shutdown,
         }
     };
 
@@ -274,6 +277,17 @@ pub async fn run(
                 "08006",
                 "Warden: the database closed the connection",
                 None,
+            );
+        }
+        SessionEnd::Shutdown => {
+            // What PostgreSQL itself sends on a fast shutdown.
+            codec::write_error(
+                &mut tail,
+                b'E',
+                "FATAL",
+                "57P01",
+                "Warden: terminating connection because the gateway is shutting down",
+                Some("Reconnect once the gateway is back; statements in flight were cancelled."),
             );
         }
         _ => {}

@@ -207,6 +207,7 @@ pub async fn handle_connection(
     pipeline: Arc<Pipeline>,
     registry: CancelRegistry,
     config: Arc<PgListenerConfig>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let client = peer.to_string();
     let loopback = peer.ip().is_loopback();
@@ -219,8 +220,12 @@ pub async fn handle_connection(
             &registry,
             &config,
         ),
-    )
-    .await;
+    );
+    // Before the StartupMessage there is no session to end: a shutdown just closes.
+    let negotiated = tokio::select! {
+        r = negotiated => r,
+        _ = stop.wait_for(|s| *s) => return,
+    };
     let (stream, buf, startup) = match negotiated {
         Ok(Some(s)) => s,
         Ok(None) => return,
@@ -267,7 +272,7 @@ pub async fn handle_connection(
         return;
     }
     let cancel_target = registry.lookup(pid, &secret);
-    crate::relay::run(reader, upstream, session, cancel_target).await;
+    crate::relay::run(reader, upstream, session, cancel_target, stop).await;
     registry.unregister(pid);
 }
 
