@@ -43,8 +43,6 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 /// reader in this process that needs the index ([`Ledger::flush`], read-your-writes)
 /// cuts the linger short.
 pub(crate) const INDEX_LINGER: Duration = Duration::from_millis(20);
-/// The linger is slept in steps this long, checking for a reader in a hurry.
-const LINGER_STEP: Duration = Duration::from_millis(1);
 /// The log is emptied once it is at least this long and fully indexed.
 const TRUNCATE_AT: u64 = 1 << 20;
 /// Ids of this many recent records are remembered to refuse a record appended twice.
@@ -228,6 +226,8 @@ struct Shared {
     background_failures: AtomicU64,
     /// Readers waiting for the index right now: the indexer skips its linger.
     hurry: AtomicUsize,
+    /// The indexer thread, unparked by a reader in a hurry (it lingers parked).
+    indexer: std::sync::OnceLock<std::thread::Thread>,
     /// Why the indexer stopped for good (the ledger refuses appends).
     fatal: Mutex<Option<String>>,
 }
@@ -313,6 +313,7 @@ impl Ledger {
             alive: AtomicBool::new(false),
             background_failures: AtomicU64::new(0),
             hurry: AtomicUsize::new(0),
+            indexer: std::sync::OnceLock::new(),
             fatal: Mutex::new(None),
         });
         let mut inner = Inner {
@@ -356,6 +357,7 @@ impl Ledger {
                     .spawn(move || indexer.run(rx));
                 match spawned {
                     Ok(h) => {
+                        let _ = shared.indexer.set(h.thread().clone());
                         lock(&inner.threads).push(h);
                         *lock(&inner.index_tx) = Some(tx);
                     }
@@ -790,6 +792,10 @@ struct Hurry<'a>(&'a Shared);
 impl<'a> Hurry<'a> {
     fn new(shared: &'a Shared) -> Hurry<'a> {
         shared.hurry.fetch_add(1, Ordering::SeqCst);
+        // Cut a linger short (the unpark is kept if the indexer is not parked yet).
+        if let Some(t) = shared.indexer.get() {
+            t.unpark();
+        }
         Hurry(shared)
     }
 }
@@ -853,11 +859,15 @@ impl Indexer {
                 return;
             }
             if flushes.is_empty() {
-                // Sleeping (rather than waiting on the channel) lets records gather
-                // without one wake-up per record.
+                // Parked (rather than waiting on the channel) lets records gather
+                // without one wake-up per record; a reader in a hurry unparks it.
                 let until = Instant::now() + INDEX_LINGER;
-                while self.shared.hurry.load(Ordering::SeqCst) == 0 && Instant::now() < until {
-                    std::thread::sleep(LINGER_STEP);
+                while self.shared.hurry.load(Ordering::SeqCst) == 0 {
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    std::thread::park_timeout(until - now);
                 }
             }
             while rows.len() < MAX_BATCH {
