@@ -112,6 +112,18 @@ def gw(pg):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", hook_port), Hooks)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-apr-"))
+    w = approvals_gateway(pg, tmp, hook_port)
+    try:
+        yield w
+    finally:
+        stop_process(w.proc)
+        server.shutdown()
+        print(f"\n--- warden log tail ({w.log}) ---\n" + w.log.read_text()[-3000:])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def approvals_gateway(pg, tmp: Path, hook_port: int) -> Warden:
+    """A started gateway with the approval rules of EXTRA, its keys and admin API."""
     port, admin_port = free_port(), free_port()
     cfg = write_config(tmp, pg.port, port, free_port(), admin_port=admin_port,
                        extra=EXTRA.format(timeout="8s", hook_port=hook_port, secret=SECRET, pg_port=pg.port))
@@ -124,13 +136,7 @@ def gw(pg):
     w.keys["outsider"] = w.create_key("agent:outsider")
     w.proc, w.log = start_warden(cfg, port, tmp)
     w.admin_url = f"http://127.0.0.1:{admin_port}"
-    try:
-        yield w
-    finally:
-        stop_process(w.proc)
-        server.shutdown()
-        print(f"\n--- warden log tail ({w.log}) ---\n" + w.log.read_text()[-3000:])
-        shutil.rmtree(tmp, ignore_errors=True)
+    return w
 
 
 def cli(gw, args: list[str], token: str | None) -> subprocess.CompletedProcess:
@@ -376,3 +382,26 @@ def test_disconnect_while_waiting_withdraws(gw):
              timeout=10, what="a withdrawn record after the client vanished")
     r = gw.psql("select count(*) from appr_items where id = 17", gw.keys["dana"].secret, user="user:dana")
     assert r.stdout.strip() == "1", "the held DELETE never ran"
+
+
+def test_shutdown_while_waiting_withdraws(pg):
+    """SIGTERM while a statement waits for approval: the client gets 57P01, the request is
+    withdrawn in the evidence (not left pending), and the statement never ran."""
+    tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-apr-stop-"))
+    w = approvals_gateway(pg, tmp, free_port())  # no webhook receiver: deliveries just fail
+    try:
+        p = held_psql(w, "DELETE FROM appr_items WHERE id = 18", db="orders_apr")
+        a = pending_for(w, "DELETE FROM appr_items WHERE id = 18")
+        stop_process(w.proc)
+        assert w.proc.returncode == 0, w.log.read_text()[-2000:]
+        _, err = p.communicate(timeout=15)
+        assert p.returncode != 0
+        assert "57P01" in err or "shutting down" in err, err
+        got = [d for d in decided(w, a["id"]) if d["approval"]["decision"] == "withdrawn"]
+        assert got, decided(w, a["id"])
+        assert "gateway stopping" in (got[0]["approval"].get("comment") or got[0].get("detail") or ""), got
+        assert pg.admin_psql("select count(*) from appr_items where id = 18", db="orders").strip() == "1"
+    finally:
+        if w.proc.poll() is None:
+            stop_process(w.proc)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -825,6 +825,12 @@ async fn hold_action(
             );
         }
     };
+    // Dropped while still waiting (the gateway stops and ends the session): the request
+    // is withdrawn, not left pending in the broker and open in the evidence.
+    let mut held = Held {
+        session,
+        id: Some(id.clone()),
+    };
     let mut notice = BytesMut::new();
     codec::write_error(
         &mut notice,
@@ -841,13 +847,14 @@ async fn hold_action(
         )),
     );
     if io.cw.lock().await.write_all(&notice).await.is_err() {
-        session.withdraw_approval(&id, "client disconnected while the statement was held");
+        held.withdraw("client disconnected while the statement was held");
         return HoldResult::ClientGone("connection lost while waiting for approval".into());
     }
     loop {
         let room = io.buf.len() < 1 << 20;
         tokio::select! {
             o = &mut outcome => {
+                held.id = None; // decided (or the broker is gone): nothing to withdraw
                 return match o {
                     Ok(HoldOutcome::Approved { approvers, comment }) => HoldResult::Approved(ApprovalInfo {
                         id,
@@ -882,7 +889,7 @@ async fn hold_action(
                 };
             }
             _ = io.hold_cancel.notified() => {
-                session.withdraw_approval(&id, "client cancelled the statement");
+                held.withdraw("client cancelled the statement");
                 return refused(
                     "57014",
                     format!("canceling statement due to user request (Warden approval {id} withdrawn)"),
@@ -891,7 +898,7 @@ async fn hold_action(
             }
             r = io.cr.read_buf(io.buf), if room => match r {
                 Ok(0) | Err(_) => {
-                    session.withdraw_approval(&id, "client disconnected while the statement was held");
+                    held.withdraw("client disconnected while the statement was held");
                     return HoldResult::ClientGone("connection lost while waiting for approval".into());
                 }
                 Ok(_) => {} // pipelined messages wait in the buffer until the hold ends
@@ -902,6 +909,26 @@ async fn hold_action(
 
 /// `SET warden.purpose = '...'` (simple or extended) changes the session's purpose; the
 /// statement is still forwarded, so transaction semantics stay the database's.
+/// An approval request a statement is waiting on; withdrawn if the wait is dropped.
+struct Held<'a> {
+    session: &'a Session,
+    id: Option<String>,
+}
+
+impl Held<'_> {
+    fn withdraw(&mut self, reason: &str) {
+        if let Some(id) = self.id.take() {
+            self.session.withdraw_approval(&id, reason);
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.withdraw("the session ended while the statement was held (gateway stopping)");
+    }
+}
+
 fn apply_session_setting(session: &Session, info: &StatementInfo) {
     if let Some((name, value)) = &info.set_var
         && name == "warden.purpose"
