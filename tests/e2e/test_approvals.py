@@ -399,7 +399,7 @@ def test_shutdown_while_waiting_withdraws(pg):
         assert "57P01" in err or "shutting down" in err, err
         got = [d for d in decided(w, a["id"]) if d["approval"]["decision"] == "withdrawn"]
         assert got, decided(w, a["id"])
-        assert "gateway stopping" in (got[0]["approval"].get("comment") or got[0].get("detail") or ""), got
+        assert "session ended" in (got[0]["approval"].get("comment") or got[0].get("detail") or ""), got
         assert pg.admin_psql("select count(*) from appr_items where id = 18", db="orders").strip() == "1"
     finally:
         if w.proc.poll() is None:

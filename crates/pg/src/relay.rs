@@ -825,8 +825,9 @@ async fn hold_action(
             );
         }
     };
-    // Dropped while still waiting (the gateway stops and ends the session): the request
-    // is withdrawn, not left pending in the broker and open in the evidence.
+    // Dropped while still waiting (the session ended under it: the gateway stopping, the
+    // database gone), the request is withdrawn, not left pending in the broker and open in
+    // the evidence.
     let mut held = Held {
         session,
         id: Some(id.clone()),
@@ -925,7 +926,7 @@ impl Held<'_> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.withdraw("the session ended while the statement was held (gateway stopping)");
+        self.withdraw("the session ended while the statement was held");
     }
 }
 
