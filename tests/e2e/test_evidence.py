@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -409,12 +408,12 @@ def test_shutdown_ends_open_sessions_with_57p01_and_records_them(pg):
         wait_for(lambda: tag in pg.admin_psql(
             "select query from pg_stat_activity where state = 'active'"),
             timeout=20, what="the sleep running upstream")
-        started = time.monotonic()
         w.proc.send_signal(signal.SIGTERM)
         w.proc.wait(timeout=15)
         t.join(timeout=15)
         assert w.proc.returncode == 0, w.log.read_text()[-2000:]
-        assert time.monotonic() - started < 10, "shutdown waited for the statement"
+        # Still running (joined before its 30 s were up) or finished would both fail here.
+        assert not t.is_alive(), "the statement outlived the gateway's stop"
         err = outcome.get("error")
         assert err is not None, outcome
         assert err.sqlstate == "57P01", (err.sqlstate, str(err))

@@ -219,17 +219,22 @@ pub fn new_id() -> String {
 
 /// `{a:016x}{b:08x}{c:08x}` without `format!` (once per record).
 fn id_hex(a: u64, b: u32, c: u32) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(32);
-    let mut push = |v: u64, nibbles: u32| {
-        for i in (0..nibbles).rev() {
-            s.push(char::from(HEX[((v >> (4 * i)) & 0xf) as usize]));
-        }
-    };
-    push(a, 16);
-    push(b.into(), 8);
-    push(c.into(), 8);
+    push_hex(&mut s, &a.to_be_bytes());
+    push_hex(&mut s, &b.to_be_bytes());
+    push_hex(&mut s, &c.to_be_bytes());
     s
+}
+
+/// Append the lowercase hex of `bytes` to `out` (ids and hashes: per record, so no
+/// `format!` and no iterator collection).
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
 }
 
 #[cfg(test)]

@@ -908,8 +908,6 @@ async fn hold_action(
     }
 }
 
-/// `SET warden.purpose = '...'` (simple or extended) changes the session's purpose; the
-/// statement is still forwarded, so transaction semantics stay the database's.
 /// An approval request a statement is waiting on; withdrawn if the wait is dropped.
 struct Held<'a> {
     session: &'a Session,
@@ -930,6 +928,8 @@ impl Drop for Held<'_> {
     }
 }
 
+/// `SET warden.purpose = '...'` (simple or extended) changes the session's purpose; the
+/// statement is still forwarded, so transaction semantics stay the database's.
 fn apply_session_setting(session: &Session, info: &StatementInfo) {
     if let Some((name, value)) = &info.set_var
         && name == "warden.purpose"

@@ -262,12 +262,8 @@ fn needs_escape(w: u64) -> bool {
 
 /// Lowercase hex of `bytes` (hashes: once or twice per record).
 pub(crate) fn hex_lower(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
+    warden_core::evidence::push_hex(&mut s, bytes);
     s
 }
 
