@@ -29,6 +29,14 @@ bench/run.sh, so every µs of the proxy's CPU is taken from PostgreSQL and the c
 A target is NAME=BINARY, optionally followed by :VAR=VALUE[,VAR=VALUE...] for the
 gateway's environment. Everything started is stopped on exit, error or Ctrl-C; the temp
 dir (servers' logs, callgrind dumps for callgrind_annotate) is removed unless BENCH_KEEP=1.
+
+With --http the same comparison runs on the HTTP path instead: nginx serves the harness's
+small JSON document, and each round runs `wrk -t2 -c32` through every Warden (after a 2 s
+warm-up) and through nginx `proxy_pass`, reporting requests/s and the gateway's CPU per
+request. `--http --callgrind N` counts the instructions of N x 8 keep-alive GETs (8
+connections; a run of 2N per connection minus a run of N, as for pgbench). `--http
+--download MIB` adds, per round, a download of a MIB-sized binary file through each
+Warden, through nginx `proxy_pass` and from nginx directly (`sendfile`), in MiB/s.
 """
 from __future__ import annotations
 
@@ -105,7 +113,8 @@ class Gateway:
                                   stderr=open(logf, "ab"), start_new_session=True)
         p = w.proc
         h.PROCS.add(f"warden {w.name}", lambda: h.stop_popen(p, timeout=60))
-        h.wait_port(w.pg_port, f"warden {w.name}", proc=p, logfile=logf, timeout=120)
+        for port in (w.pg_port, w.http_port):
+            h.wait_port(port, f"warden {w.name}", proc=p, logfile=logf, timeout=120)
         r = h.run(["psql", f"host=127.0.0.1 port={w.pg_port} dbname=bench user=agent:bench",
                    "-X", "-qAt", "-c", "select count(*) from pgbench_branches"],
                   env=h.pg_env(w.key), timeout=120, what=f"psql through {w.name}")
@@ -131,6 +140,38 @@ class Gateway:
         return r.stdout
 
 
+    def http_get(self, per_conn: int, conns: int = 8) -> None:
+        """`per_conn` keep-alive GETs of the JSON document on each of `conns` connections."""
+        import http.client
+        import threading
+
+        errors: list[str] = []
+
+        def one() -> None:
+            c = http.client.HTTPConnection("127.0.0.1", self.w.http_port, timeout=600)
+            try:
+                for _ in range(per_conn):
+                    c.request("GET", "/api/invoices/7",
+                              headers={"Authorization": f"Bearer {self.w.key}"})
+                    r = c.getresponse()
+                    r.read()
+                    if r.status != 200:
+                        errors.append(f"HTTP {r.status}")
+                        return
+            except OSError as ex:  # a thread's exception would otherwise only be printed
+                errors.append(repr(ex))
+            finally:
+                c.close()
+
+        ts = [threading.Thread(target=one) for _ in range(conns)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        if errors:
+            raise h.BenchError(f"{self.w.name}: {errors[0]} from the JSON API")
+
+
 def timed(port: int, user: str, password: str, pid: int, clients: int) -> dict:
     """harness.pgbench (tps, the process's CPU per transaction), plus the indexer's share."""
     t0 = thread_ticks(pid)
@@ -144,15 +185,31 @@ def timed(port: int, user: str, password: str, pid: int, clients: int) -> dict:
     return out
 
 
-def callgrind(g: Gateway, tmp: Path, tx: int) -> int:
-    """Instructions of `tx` x 8 transactions: a run of 2*tx per client minus a run of tx
-    (each run opens its 8 connections, so their set-up — SCRAM included — cancels out)."""
-    g.pgbench(8, tx=100)  # warm-up: caches, prepared plans
+def timed_http(g: Gateway, pid: int) -> dict:
+    """harness.wrk through the gateway (requests/s, its CPU per request) + the indexer's share."""
+    t0 = thread_ticks(pid)
+    r = h.wrk(f"http://127.0.0.1:{g.w.http_port}/api/invoices/7",
+              [f"Authorization: Bearer {g.w.key}"], pid)
+    t1 = thread_ticks(pid)
+    if r["non2xx"] or r["socket_errors"]:
+        raise h.BenchError(f"{g.w.name}: {r['non2xx']} non-2xx, {r['socket_errors']} socket errors")
+    total = sum(t1.values()) - sum(t0.values())
+    indexer = t1.get("warden-indexer", 0) - t0.get("warden-indexer", 0)
+    cpu = r.get("cpu_us_per_req", 0.0)
+    return {"tps": r["rps"], "cpu": cpu, "indexer": cpu * indexer / max(total, 1)}
+
+
+def callgrind(g: Gateway, tmp: Path, tx: int, http: bool = False) -> int:
+    """Instructions of `tx` x 8 transactions (or HTTP requests): a run of 2*tx per client
+    minus a run of tx (each run opens its 8 connections, so their set-up — SCRAM
+    included — cancels out)."""
+    work = (lambda n: g.http_get(n)) if http else (lambda n: g.pgbench(8, tx=n))
+    work(100)  # warm-up: caches, prepared plans, the upstream connection pool
     pid = g.w.proc.pid
 
     def counted(n: int) -> int:
         h.run(["callgrind_control", "-z", str(pid)], timeout=120, what="callgrind_control -z")
-        g.pgbench(8, tx=n)
+        work(n)
         before = set(tmp.glob(f"callgrind.{pid}.out*"))
         h.run(["callgrind_control", "-d", str(pid)], timeout=300, what="callgrind_control -d")
         new = sorted(set(tmp.glob(f"callgrind.{pid}.out*")) - before)
@@ -196,6 +253,10 @@ def main() -> int:
                     help="PostgreSQL and pgbench on CPU 0, the proxy under test on CPU 1")
     ap.add_argument("--callgrind", type=int, metavar="TX",
                     help="count instructions for TX transactions per client instead")
+    ap.add_argument("--http", action="store_true",
+                    help="the HTTP path (wrk on a small JSON API) instead of pgbench")
+    ap.add_argument("--download", type=int, metavar="MIB", default=0,
+                    help="with --http: also download a MIB-sized file through each target")
     args = ap.parse_args()
     targets = [parse_target(t) for t in args.targets]
     if len({n for n, _, _ in targets}) != len(targets):
@@ -217,6 +278,13 @@ def main() -> int:
     tmp = e.tmp
     h.start_postgres(e)
     h.start_pgbouncer(e)
+    if args.http:
+        h.require("nginx")
+        h.require("wrk")
+        h.HTTP_MIB = max(1, args.download)  # the large-body file
+        h.start_nginx(e)
+    unit = "HTTP requests (GET, keep-alive)" if args.http else \
+        "transactions of pgbench -S -M extended -c 8"
 
     if args.callgrind:
         wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.%p.out"]
@@ -225,18 +293,20 @@ def main() -> int:
             h.log(f"{name}: under callgrind, {args.callgrind} transactions x 8 clients")
             g = Gateway(e, name, binary, env, wrapper)
             g.start()
-            counts[name] = callgrind(g, tmp, args.callgrind)
+            counts[name] = callgrind(g, tmp, args.callgrind, args.http)
             g.stop()
-            h.log(f"  {name}: {counts[name]:,} instructions for {8 * args.callgrind} transactions")
+            h.log(f"  {name}: {counts[name]:,} instructions for {8 * args.callgrind} {unit}")
         first = next(iter(counts.values()))
         print(f"\ninstructions of the gateway (all threads) for {8 * args.callgrind} "
-              f"transactions of pgbench -S -M extended -c 8 (connection set-up excluded)\n")
+              f"{unit}, 8 connections (connection set-up excluded)\n")
         for name, n in counts.items():
-            print(f"  {name:<16} {n:>16,}  {n / (8 * args.callgrind):>10,.0f} per tx  "
+            print(f"  {name:<16} {n:>16,}  {n / (8 * args.callgrind):>10,.0f} per {'req' if args.http else 'tx'}  "
                   f"{n / first:6.3f}x")
         return 0
 
     h.SECONDS = args.seconds
+    if args.http:
+        return http_rounds(args, e, targets, pin)
     bouncer_pid = int(h.tail(tmp / "pgbouncer" / "pgbouncer.pid").strip())
     if pin:
         h.run(["taskset", "-a", "-p", "-c", "1", str(bouncer_pid)], timeout=30, what="taskset")
@@ -288,6 +358,63 @@ def main() -> int:
               f"{median_tps(name, 1) / median_tps('pgbouncer', 1):.2f}   "
               f"/ direct {median_tps(name, 0) / median_tps('direct', 0):.2f} / "
               f"{median_tps(name, 1) / median_tps('direct', 1):.2f}")
+    return 0
+
+
+def http_rounds(args, e: h.Env, targets: list, pin: list[str]) -> int:
+    """--http: wrk through each Warden and through nginx proxy_pass, interleaved."""
+    nginx_pid = int(h.tail(e.tmp / "nginx" / "nginx.pid").strip())
+    if pin:  # the master and its worker
+        for pid in [nginx_pid] + [int(x) for x in h.run(
+                ["pgrep", "-P", str(nginx_pid)], timeout=30, what="pgrep").stdout.split()]:
+            h.run(["taskset", "-a", "-p", "-c", "1", str(pid)], timeout=30, what="taskset")
+    rows: dict[str, list] = {n: [] for n, _, _ in targets}
+    rows["nginx"] = []
+    for rnd in range(1, args.rounds + 1):
+        for name, binary, env in targets:
+            g = Gateway(e, name, binary, env, pin)
+            pid = g.start()
+            saved, h.SECONDS = h.SECONDS, 2
+            timed_http(g, pid)  # warm-up: the upstream connection pool, caches
+            h.SECONDS = saved
+            r = timed_http(g, pid)
+            if args.download:
+                r["mib_s"] = h.download(f"http://127.0.0.1:{g.w.http_port}/api/big.bin",
+                                        [f"Authorization: Bearer {g.w.key}"])["mib_per_s"]
+                r["rss"] = h.hwm_kib(pid) / 1024
+            g.stop()
+            rows[name].append(r)
+            h.log(f"round {rnd} {name}: {r['tps']:.0f} req/s {r['cpu']:.1f} µs/req "
+                  f"(indexer {r['indexer']:.1f})"
+                  + (f"; download {r['mib_s']:.0f} MiB/s" if args.download else ""))
+        rn = h.wrk(f"http://127.0.0.1:{e.proxy_port}/invoices/7")
+        rows["nginx"].append({"tps": rn["rps"]})
+        if args.download:
+            rows["nginx"][-1]["mib_s"] = h.download(
+                f"http://127.0.0.1:{e.proxy_port}/big.bin")["mib_per_s"]
+            rows.setdefault("direct", []).append({"mib_s": h.download(
+                f"http://127.0.0.1:{e.origin_port}/big.bin")["mib_per_s"]})
+        h.log(f"round {rnd} nginx proxy_pass: {rn['rps']:.0f} req/s")
+
+    print(f"\nwrk -t2 -c32 on a small JSON API, {args.seconds:g} s per run, {args.rounds} "
+          f"interleaved rounds; CPU = the gateway's µs per request (all threads); "
+          + ("proxy on CPU 1, the rest on CPU 0\n" if pin else "everything shares both CPUs\n"))
+    dl = f" | {args.download} MiB download, MiB/s | peak RSS MiB" if args.download else ""
+    print("| target | req/s | CPU µs/req | of which indexer" + dl + " |")
+    print("|---|---|---|---|" + ("---|---|" if args.download else ""))
+    for name, rs in rows.items():
+        def col(k: str, fmt: str = "{:.1f}") -> str:
+            xs = [r[k] for r in rs if k in r]
+            if not xs:
+                return "–"
+            return f"{fmt.format(statistics.median(xs))} ({' / '.join(fmt.format(x) for x in xs)})"
+        print(f"| {name} | {col('tps', '{:.0f}')} | {col('cpu')} | {col('indexer')} |"
+              + (f" {col('mib_s', '{:.0f}')} | {col('rss')} |" if args.download else ""))
+    nginx = statistics.median(r["tps"] for r in rows["nginx"])
+    print("\nratios of median req/s\n")
+    for name, _, _ in targets:
+        print(f"  {name:<16} / nginx proxy_pass "
+              f"{statistics.median(r['tps'] for r in rows[name]) / nginx:.2f}")
     return 0
 
 

@@ -536,6 +536,9 @@ def test_json_with_nothing_to_mask_passes_byte_for_byte(hw):
     r = httpx.get(f"{hw.base}/billing/asis", headers=auth(hw))
     assert r.status_code == 200
     assert r.content == ASIS_JSON
+    [req] = wait_for(lambda: requests_for(hw, "GET /asis HTTP/1.1"), what="request")
+    masked = response_for(hw, req)["response"]["masked"]
+    assert masked["upstream_body_bytes"] == masked["body_bytes"] == len(ASIS_JSON), masked
 
 
 def test_json_response_masked_with_right_length(hw):
@@ -551,6 +554,11 @@ def test_json_response_masked_with_right_length(hw):
     assert resp["masked_values"].get("credit_card") == 1 and resp["masked_values"].get("email") == 1
     body = resp["masked"]["body"]
     assert body["card_number"] == doc["card_number"]
+    # Sizes: what the upstream sent (the Upstream handler's json.dumps), what the client got.
+    sent = json.dumps({"id": "mask-1", "customer": {"email": EMAIL}, "card_number": CARD,
+                       "amount": 12.5, "note": "ok"}).encode()
+    assert resp["masked"]["upstream_body_bytes"] == len(sent), resp["masked"]
+    assert resp["masked"]["body_bytes"] == resp["bytes"] == len(r.content), resp
     stored = json.dumps(resp)
     assert EMAIL not in stored and CARD not in stored
 

@@ -194,8 +194,9 @@ pub struct ResponseTap {
 }
 
 impl ResponseTap {
-    /// `prefix`: bytes already read from `inner` (sent first); `masker`: mask text as it
-    /// streams; `stats`: counts from masking already done (buffered JSON).
+    /// `prefix`: bytes to send before `inner`'s (read from the upstream already, or a
+    /// body masked whole), counted in `bytes_in` by the caller; `masker`: mask text as
+    /// it streams; `stats`: counts from masking already done (buffered JSON).
     pub fn new(
         inner: ProxyBody,
         prefix: Option<Bytes>,
@@ -225,14 +226,16 @@ impl ResponseTap {
         self.finalize("error", Some(msg));
     }
 
-    fn process(&mut self, data: &[u8]) -> Bytes {
+    /// Mask `data` if text is being masked; otherwise pass the same buffer on (no copy:
+    /// a large binary body moves through the gateway without being touched).
+    fn process(&mut self, data: Bytes) -> Bytes {
         let out = match &mut self.masker {
             Some(m) => {
                 let mut out = Vec::with_capacity(data.len() + 64);
-                m.push(data, &mut out, &mut self.stats);
+                m.push(&data, &mut out, &mut self.stats);
                 Bytes::from(out)
             }
-            None => Bytes::copy_from_slice(data),
+            None => data,
         };
         self.emit(out)
     }
@@ -296,7 +299,7 @@ impl Body for ResponseTap {
         let this = &mut *self;
         loop {
             if let Some(p) = this.prefix.take() {
-                let out = this.process(&p);
+                let out = this.process(p);
                 if !out.is_empty() {
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
@@ -309,7 +312,7 @@ impl Body for ResponseTap {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(d) => {
                         this.bytes_in += d.len() as u64;
-                        let out = this.process(&d);
+                        let out = this.process(d);
                         if !out.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
@@ -349,15 +352,133 @@ impl Body for ResponseTap {
         if self.masker.is_some() {
             SizeHint::default()
         } else {
-            let mut h = self.inner.size_hint();
-            if let Some(p) = &self.prefix {
-                let n = p.len() as u64;
-                h.set_lower(h.lower() + n);
-                if let Some(u) = h.upper() {
-                    h.set_upper(u + n);
-                }
+            let inner = self.inner.size_hint();
+            let n = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+            // A fresh hint: `set_lower` above the current upper bound would panic.
+            let mut h = SizeHint::new();
+            if let Some(u) = inner.upper() {
+                h.set_upper(u.saturating_add(n));
             }
+            h.set_lower(inner.lower().saturating_add(n));
             h
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `body` to its end with a no-op waker (every body here is ready at once).
+    fn drain(mut body: ResponseTap) -> Vec<Bytes> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Vec::new();
+        loop {
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(f))) => out.extend(f.into_data().ok()),
+                Poll::Ready(Some(Err(e))) => panic!("body failed: {e}"),
+                Poll::Ready(None) => return out,
+                Poll::Pending => panic!("a ready body returned Pending"),
+            }
+        }
+    }
+
+    fn recording() -> (Finalizer, Arc<Mutex<Option<TapOutcome>>>) {
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        (Box::new(move |o| *s.lock().unwrap() = Some(o)), seen)
+    }
+
+    #[test]
+    fn a_whole_masked_document_as_prefix_counts_only_upstream_bytes() {
+        let (done, seen) = recording();
+        let masked = Bytes::from_static(b"{\"e\":\"a***@example.com\"}");
+        let tap = ResponseTap::new(
+            empty(),
+            Some(masked.clone()),
+            None,
+            MaskStats::default(),
+            23,
+            1024,
+            done,
+        );
+        let hint = tap.size_hint();
+        assert_eq!(hint.exact(), Some(masked.len() as u64));
+        assert_eq!(drain(tap), vec![masked.clone()]);
+        let o = seen.lock().unwrap().take().expect("finalized");
+        assert_eq!(
+            (o.status, o.bytes_in, o.bytes_out),
+            ("ok", 23, masked.len() as u64)
+        );
+        assert_eq!(o.excerpt.head, masked.to_vec());
+    }
+
+    #[test]
+    fn an_unmasked_body_is_passed_on_without_a_copy() {
+        let (done, seen) = recording();
+        let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+        let tap = ResponseTap::new(
+            full(chunk.clone()),
+            None,
+            None,
+            MaskStats::default(),
+            0,
+            0,
+            done,
+        );
+        assert_eq!(tap.size_hint().exact(), Some(chunk.len() as u64));
+        let out = drain(tap);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].as_ptr(),
+            chunk.as_ptr(),
+            "the same buffer, not a copy"
+        );
+        let o = seen.lock().unwrap().take().expect("finalized");
+        assert_eq!(
+            (o.bytes_in, o.bytes_out),
+            (chunk.len() as u64, chunk.len() as u64)
+        );
+    }
+
+    /// A body whose size is not known up front (like a chunked upstream response).
+    struct OpenEnded;
+
+    impl Body for OpenEnded {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(None)
+        }
+    }
+
+    #[test]
+    fn size_hint_adds_the_prefix_to_an_open_ended_or_exact_body() {
+        let (done, _) = recording();
+        let tap = ResponseTap::new(
+            OpenEnded.boxed_unsync(),
+            Some(Bytes::from_static(b"abc")),
+            None,
+            MaskStats::default(),
+            3,
+            0,
+            done,
+        );
+        let h = tap.size_hint();
+        assert_eq!((h.lower(), h.upper()), (3, None));
+        let (done, _) = recording();
+        let tap = ResponseTap::new(
+            full(Bytes::from_static(b"tail")),
+            Some(Bytes::from_static(b"abc")),
+            None,
+            MaskStats::default(),
+            3,
+            0,
+            done,
+        );
+        assert_eq!(tap.size_hint().exact(), Some(7));
     }
 }

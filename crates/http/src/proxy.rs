@@ -617,9 +617,11 @@ async fn handle_inner(
                         rparts
                             .headers
                             .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+                        // The masked document goes out as the prefix of an empty body:
+                        // only what came from the upstream counts as `upstream_body_bytes`.
                         ResponseTap::new(
-                            full(out),
-                            None,
+                            empty(),
+                            Some(out),
                             None,
                             stats,
                             buf.len() as u64,
