@@ -6,17 +6,18 @@ pub const WARDEN_PURPOSE: &str = "warden-purpose";
 pub const WARDEN_SESSION: &str = "warden-session";
 pub const WARDEN_APPROVAL: &str = "warden-approval";
 
-/// Headers that only describe one hop and are never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that only describe one hop and are never forwarded. Names, not strings: a
+/// lookup by `&str` parses the name again on every request.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Remove hop-by-hop headers, including every header named in `Connection`. Returns the
@@ -46,8 +47,12 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) -> Option<HeaderValue> {
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
-        h.remove(*n);
+    // One pass over the (few) names present instead of nine lookups: most messages carry
+    // none of these once `Connection` and what it names are gone.
+    if h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        for n in &HOP_BY_HOP {
+            h.remove(n);
+        }
     }
     upgrade
 }
@@ -60,19 +65,25 @@ pub struct WardenHeaders {
 }
 
 pub fn take_warden_headers(h: &mut HeaderMap) -> WardenHeaders {
-    let w = WardenHeaders {
-        purpose: h.get(WARDEN_PURPOSE).cloned(),
-        session: h.get(WARDEN_SESSION).cloned(),
-        approval: h.get(WARDEN_APPROVAL).cloned(),
-    };
-    // Any other `warden-*` header is Warden's namespace too.
+    // Any `warden-*` header is Warden's namespace; most requests carry none.
     let ours: Vec<HeaderName> = h
         .keys()
         .filter(|k| k.as_str().starts_with("warden-"))
         .cloned()
         .collect();
+    let mut w = WardenHeaders {
+        purpose: None,
+        session: None,
+        approval: None,
+    };
     for k in ours {
-        h.remove(k);
+        let v = h.remove(&k);
+        match k.as_str() {
+            WARDEN_PURPOSE => w.purpose = v,
+            WARDEN_SESSION => w.session = v,
+            WARDEN_APPROVAL => w.approval = v,
+            _ => {}
+        }
     }
     w
 }
@@ -80,9 +91,14 @@ pub fn take_warden_headers(h: &mut HeaderMap) -> WardenHeaders {
 /// Header names whose values are credentials or session secrets: recorded as
 /// `<redacted>`, never quoted.
 pub fn is_sensitive(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
+    // Header names from `http` are lowercase already: copy only when they are not.
+    let n: std::borrow::Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        name.to_ascii_lowercase().into()
+    } else {
+        name.into()
+    };
     matches!(
-        n.as_str(),
+        &*n,
         "authorization" | "proxy-authorization" | "cookie" | "set-cookie" | "x-csrf-token"
     ) || [
         "token",
@@ -122,14 +138,13 @@ pub fn evidence_headers(h: &HeaderMap, secret: &str) -> Vec<Option<String>> {
 
 /// Does `value` contain the caller's credential (or something shaped like a Warden key)?
 pub fn holds_secret(value: &[u8], secret: &str) -> bool {
-    (!secret.is_empty() && value.windows(secret.len()).any(|w| w == secret.as_bytes()))
-        || value.windows(3).enumerate().any(|(i, w)| {
-            w == b"wk_"
-                && value[i + 3..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'-')
-                    .count()
-                    >= 16
+    (!secret.is_empty() && memchr::memmem::find(value, secret.as_bytes()).is_some())
+        || memchr::memmem::find_iter(value, b"wk_").any(|i| {
+            value[i + 3..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'-')
+                .count()
+                >= 16
         })
 }
 
@@ -162,21 +177,25 @@ pub fn scrub(text: &str, secret: &str) -> String {
 /// Replace any `X-Forwarded-*` / `Forwarded` the client sent (it could claim anything)
 /// with what Warden saw.
 pub fn set_forwarded(h: &mut HeaderMap, client_ip: &str, proto: &str, host: Option<&HeaderValue>) {
+    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+    // `insert` replaces every value the client sent under the same name.
     h.remove(header::FORWARDED);
-    h.remove("x-forwarded-for");
-    h.remove("x-forwarded-proto");
-    h.remove("x-forwarded-host");
-    h.remove("x-real-ip");
-    if let Ok(v) = HeaderValue::from_str(client_ip) {
-        h.insert("x-forwarded-for", v);
-    }
+    h.remove(X_REAL_IP);
+    match HeaderValue::from_str(client_ip) {
+        Ok(v) => h.insert(X_FORWARDED_FOR, v),
+        Err(_) => h.remove(X_FORWARDED_FOR),
+    };
     h.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
     );
-    if let Some(host) = host {
-        h.insert("x-forwarded-host", host.clone());
-    }
+    match host {
+        Some(host) => h.insert(X_FORWARDED_HOST, host.clone()),
+        None => h.remove(X_FORWARDED_HOST),
+    };
 }
 
 /// The connection's configured headers (the credential swap), parsed once.
@@ -269,5 +288,62 @@ mod tests {
         assert_eq!(w.session.unwrap(), "run-7");
         assert_eq!(w.approval.unwrap(), "ap_1");
         assert_eq!(h.len(), 1);
+    }
+
+    /// The definition `holds_secret` must keep: every window compared.
+    fn holds_secret_naive(value: &[u8], secret: &str) -> bool {
+        (!secret.is_empty() && value.windows(secret.len()).any(|w| w == secret.as_bytes()))
+            || value.windows(3).enumerate().any(|(i, w)| {
+                w == b"wk_"
+                    && value[i + 3..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'-')
+                        .count()
+                        >= 16
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn holds_secret_matches_the_naive_search(
+            value in proptest::collection::vec(
+                proptest::sample::select(b"wk_aZ9-. s".to_vec()), 0..80),
+            secret in "[wk_aZ9 ]{0,6}",
+        ) {
+            proptest::prop_assert_eq!(
+                holds_secret(&value, &secret),
+                holds_secret_naive(&value, &secret)
+            );
+        }
+    }
+
+    #[test]
+    fn forwarded_headers_replace_what_the_client_claimed() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.append("x-forwarded-for", HeaderValue::from_static("7.7.7.7"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        set_forwarded(&mut h, "127.0.0.1", "http", None);
+        fn all(h: &HeaderMap, n: &str) -> Vec<String> {
+            h.get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect()
+        }
+        assert_eq!(all(&h, "x-forwarded-for"), ["127.0.0.1"]);
+        assert_eq!(all(&h, "x-forwarded-proto"), ["http"]);
+        assert!(all(&h, "x-forwarded-host").is_empty());
+        assert!(all(&h, "x-real-ip").is_empty() && all(&h, "forwarded").is_empty());
+        set_forwarded(
+            &mut h,
+            "::1",
+            "https",
+            Some(&HeaderValue::from_static("api.example")),
+        );
+        assert_eq!(all(&h, "x-forwarded-host"), ["api.example"]);
+        assert_eq!(all(&h, "x-forwarded-proto"), ["https"]);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -529,7 +529,9 @@ async fn handle_inner(
     let (mut rparts, rbody) = resp.into_parts();
     strip_hop_by_hop(&mut rparts.headers);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        rparts.headers.insert("warden-request-id", v);
+        rparts
+            .headers
+            .insert(HeaderName::from_static("warden-request-id"), v);
     }
     let ct = rparts
         .headers
