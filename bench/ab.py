@@ -7,7 +7,7 @@
 
 Starts PostgreSQL (and pgbouncer for reference) like bench/harness.py, then for every round
 and every target in turn: a new Warden from that binary on a fresh store, a 3 s warm-up,
-then `pgbench -S -n -M extended` at 8 clients and at 1 client (and the same against
+then `pgbench -S -n -M extended` (`--protocol simple`: `-M simple`) at 8 clients and at 1 client (and the same against
 pgbouncer and PostgreSQL directly, once per round). Reports tps and the
 gateway's CPU per transaction (utime + stime of all its threads from /proc, the evidence
 indexer included, with the indexer's own share), per round and as medians.
@@ -72,6 +72,10 @@ def parse_target(spec: str) -> tuple[str, Path, dict]:
     return name, path, env
 
 
+# pgbench's query mode (--protocol): `extended` (the issue's main target) or `simple`.
+PROTOCOL = "extended"
+
+
 def thread_ticks(pid: int) -> dict[str, int]:
     """CPU ticks per thread name (threads of the same name summed)."""
     out: dict[str, int] = {}
@@ -130,7 +134,7 @@ class Gateway:
 
     def pgbench(self, clients: int, seconds: float | None = None, tx: int | None = None) -> str:
         w = self.w
-        cmd = ["pgbench", "-S", "-n", "-M", "extended", "-c", str(clients), "-j",
+        cmd = ["pgbench", "-S", "-n", "-M", PROTOCOL, "-c", str(clients), "-j",
                "2" if clients > 1 else "1", "-h", "127.0.0.1", "-p", str(w.pg_port),
                "-U", "agent:bench", "bench"]
         cmd += ["-t", str(tx)] if tx else ["-T", str(max(1, round(seconds or 1)))]
@@ -175,7 +179,7 @@ class Gateway:
 def timed(port: int, user: str, password: str, pid: int, clients: int) -> dict:
     """harness.pgbench (tps, the process's CPU per transaction), plus the indexer's share."""
     t0 = thread_ticks(pid)
-    r = h.pgbench(port, user, "bench", password, clients, "extended", pid)
+    r = h.pgbench(port, user, "bench", password, clients, PROTOCOL, pid)
     t1 = thread_ticks(pid)
     total = sum(t1.values()) - sum(t0.values())
     indexer = t1.get("warden-indexer", 0) - t0.get("warden-indexer", 0)
@@ -253,11 +257,15 @@ def main() -> int:
                     help="PostgreSQL and pgbench on CPU 0, the proxy under test on CPU 1")
     ap.add_argument("--callgrind", type=int, metavar="TX",
                     help="count instructions for TX transactions per client instead")
+    ap.add_argument("--protocol", choices=("extended", "simple"), default="extended",
+                    help="pgbench -M mode (default extended)")
     ap.add_argument("--http", action="store_true",
                     help="the HTTP path (wrk on a small JSON API) instead of pgbench")
     ap.add_argument("--download", type=int, metavar="MIB", default=0,
                     help="with --http: also download a MIB-sized file through each target")
     args = ap.parse_args()
+    global PROTOCOL
+    PROTOCOL = args.protocol
     targets = [parse_target(t) for t in args.targets]
     if len({n for n, _, _ in targets}) != len(targets):
         raise h.BenchError("target names must differ")
@@ -284,7 +292,7 @@ def main() -> int:
         h.HTTP_MIB = max(1, args.download)  # the large-body file
         h.start_nginx(e)
     unit = "HTTP requests (GET, keep-alive)" if args.http else \
-        "transactions of pgbench -S -M extended -c 8"
+        f"transactions of pgbench -S -M {PROTOCOL} -c 8"
 
     if args.callgrind:
         wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.%p.out"]
@@ -329,12 +337,12 @@ def main() -> int:
         rows["pgbouncer"].append((rb8, rb1))
         h.log(f"round {rnd} pgbouncer: c=8 {rb8['tps']:.0f} tps {rb8['cpu']:.1f} µs/tx; "
               f"c=1 {rb1['tps']:.0f} tps {rb1['cpu']:.1f} µs/tx")
-        rd8, rd1 = (h.pgbench(e.pg_port, "postgres", "bench", h.PG_PW, c, "extended")
+        rd8, rd1 = (h.pgbench(e.pg_port, "postgres", "bench", h.PG_PW, c, PROTOCOL)
                     for c in (8, 1))
         rows["direct"].append(({"tps": rd8["tps"]}, {"tps": rd1["tps"]}))
         h.log(f"round {rnd} direct: c=8 {rd8['tps']:.0f} tps; c=1 {rd1['tps']:.0f} tps")
 
-    print(f"\npgbench -S -n -M extended, {args.seconds:g} s per run, {args.rounds} "
+    print(f"\npgbench -S -n -M {PROTOCOL}, {args.seconds:g} s per run, {args.rounds} "
           f"interleaved rounds; CPU = the proxy's µs per transaction (all threads); "
           + ("proxy on CPU 1, PostgreSQL and pgbench on CPU 0\n" if pin
              else "everything shares both CPUs\n"))

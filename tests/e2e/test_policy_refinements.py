@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Warden, free_port, run_warden, start_warden, stop_process, write_config
+from conftest import (Warden, free_port, run_warden, start_warden, stop_process, wait_for,
+                      write_config)
 
 EXTRA = """
 [[connections]]
@@ -155,3 +156,32 @@ def test_reparsed_statement_is_decided_again_when_the_purpose_changes(gw):
     allowed = [x for x in gw.audit(kind="action.request") if x["action"]["text"] == sql]
     assert len(denied) == 3, denied
     assert [x["purpose"] for x in allowed] == ["INC-77", "INC-77"], allowed
+
+
+def test_texts_differing_only_in_literals_share_a_parse_not_their_evidence(gw):
+    """psql sends each statement as a new simple-protocol text; texts that differ only in
+    literal values share one classification (warden_policy::literal_shape). Each keeps
+    its own text in the evidence and its own decision; text outside the shape lexer's
+    subset (a backslash, here) is split and classified on its own."""
+    for n in (11, 12, 13):
+        r = run(gw, f"select name from items where id = {n}")
+        assert r.returncode == 0 and r.stdout.strip() == f"item-{n}", r.stdout + r.stderr
+    want = {f"select name from items where id = {n}" for n in (11, 12, 13)}
+
+    def recorded():
+        texts = {x["action"]["text"] for x in gw.audit(kind="action.request")}
+        return want <= texts
+    wait_for(recorded, what="each statement's own text in the evidence")
+
+    # The function a shared shape calls is still seen: denied with any argument.
+    for arg in ("0", "0.01"):
+        r = run(gw, f"select pg_sleep({arg})")
+        assert r.returncode != 0 and "no-sleeping" in r.stderr, r.stderr
+
+    # With standard_conforming_strings (the default) a backslash does not escape the
+    # quote: PostgreSQL would run an UPDATE without WHERE after the SELECT. Same literal
+    # count as the shape above, but it is not shaped: split, classified, denied.
+    before = run(gw, "select count(*) from items where name = 'pwned'").stdout.strip()
+    r = run(gw, "select name from items where name = 'x\\'; update items set name = 'pwned'; --'")
+    assert r.returncode != 0 and "unfiltered-updates-denied" in r.stderr, r.stderr
+    assert run(gw, "select count(*) from items where name = 'pwned'").stdout.strip() == before == "0"

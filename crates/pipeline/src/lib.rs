@@ -56,6 +56,8 @@ pub struct Pipeline {
     /// Classified statement texts (`classify` / `classify_one`), see `sql_cache`.
     sql_cache: sql_cache::SqlCache<Arc<[warden_policy::StatementInfo]>>,
     one_cache: sql_cache::SqlCache<Arc<warden_policy::StatementInfo>>,
+    /// Simple-protocol texts that differ only in literals share a parse, see `sql_cache`.
+    shape_cache: sql_cache::ShapeCache,
 }
 
 /// How much of each response the evidence keeps (after masking).
@@ -121,6 +123,7 @@ impl Pipeline {
             limits: p.limits,
             sql_cache: Default::default(),
             one_cache: Default::default(),
+            shape_cache: Default::default(),
         })
     }
 

@@ -196,11 +196,23 @@ impl Session {
 
     /// Split and classify a query string (cached by text: see `sql_cache`).
     pub fn classify_sql(&self, sql: &str) -> Arc<[StatementInfo]> {
-        self.pipeline
-            .sql_cache
-            .classify(sql, self.dialect(), |s, d| {
-                warden_policy::classify(s, d).into()
-            })
+        let (p, dialect) = (&self.pipeline, self.dialect());
+        if let Some(hit) = p.sql_cache.get(sql, dialect) {
+            return hit;
+        }
+        // A new text of a known shape (the same statement with other literals): its
+        // parse is shared, and the exact-text cache is left to texts that repeat.
+        if dialect == Dialect::Postgres
+            && let Some(info) = p.shape_cache.get(sql)
+        {
+            return Arc::from([info]);
+        }
+        let stmts: Arc<[StatementInfo]> = warden_policy::classify(sql, dialect).into();
+        if dialect == Dialect::Postgres {
+            p.shape_cache.put(sql, &stmts);
+        }
+        p.sql_cache.put(sql, dialect, stmts.clone());
+        stmts
     }
 
     /// Classify one statement (an extended-protocol Parse), cached by text.

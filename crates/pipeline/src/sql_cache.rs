@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use warden_policy::Dialect;
+use warden_policy::{Dialect, SqlKind, StatementInfo};
 
 pub(crate) const MAX_ENTRIES: usize = 4096;
 pub(crate) const MAX_TEXT: usize = 2048;
@@ -44,21 +44,32 @@ impl<V: Clone> SqlCache<V> {
         dialect: Dialect,
         classify: impl FnOnce(&str, Dialect) -> V,
     ) -> V {
-        if sql.len() > MAX_TEXT {
-            return classify(sql, dialect);
-        }
-        if let Some(hit) = self.lock()[slot(dialect)].get(sql) {
-            return hit.clone();
+        if let Some(hit) = self.get(sql, dialect) {
+            return hit;
         }
         // Parsed outside the lock: sessions never wait on each other's parses.
         let info = classify(sql, dialect);
+        self.put(sql, dialect, info.clone());
+        info
+    }
+
+    pub(crate) fn get(&self, sql: &str, dialect: Dialect) -> Option<V> {
+        if sql.len() > MAX_TEXT {
+            return None;
+        }
+        self.lock()[slot(dialect)].get(sql).cloned()
+    }
+
+    pub(crate) fn put(&self, sql: &str, dialect: Dialect, info: V) {
+        if sql.len() > MAX_TEXT {
+            return;
+        }
         let mut maps = self.lock();
         let map = &mut maps[slot(dialect)];
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
-        map.insert(sql.into(), info.clone());
-        info
+        map.insert(sql.into(), info);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, [HashMap<Box<str>, V>; 2]> {
@@ -66,11 +77,65 @@ impl<V: Clone> SqlCache<V> {
     }
 }
 
+/// Classifications shared by PostgreSQL statements that differ only in literal values
+/// (`WHERE aid = 7`, then `= 8`), keyed by [`warden_policy::literal_shape`]: a text the
+/// exact-text cache has not seen still skips the parse when its shape has been parsed.
+/// Only clean parses are shared (no parse error, no `SET` value); a hit is the stored
+/// classification with the statement's own text. Bounded like [`SqlCache`].
+#[derive(Default)]
+pub(crate) struct ShapeCache {
+    map: Mutex<HashMap<Box<str>, StatementInfo>>,
+}
+
+impl ShapeCache {
+    /// The classification of `sql` if a statement of the same shape was parsed.
+    pub(crate) fn get(&self, sql: &str) -> Option<StatementInfo> {
+        if sql.len() > MAX_TEXT {
+            return None;
+        }
+        let shape = warden_policy::literal_shape(sql)?;
+        let map = self.lock();
+        let found = map.get(shape.key.as_str())?;
+        Some(StatementInfo {
+            text: shape.text.to_string(),
+            ..found.clone()
+        })
+    }
+
+    /// Remember the classification of `sql` (one statement) for its shape.
+    pub(crate) fn put(&self, sql: &str, stmts: &[StatementInfo]) {
+        let [info] = stmts else { return };
+        if sql.len() > MAX_TEXT
+            || info.parse_error.is_some()
+            || info.set_var.is_some()
+            || info.kinds.contains(&SqlKind::Unparsed)
+            || info.kinds.contains(&SqlKind::Set)
+        {
+            return;
+        }
+        let Some(shape) = warden_policy::literal_shape(sql) else {
+            return;
+        };
+        let mut map = self.lock();
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        let stored = StatementInfo {
+            text: String::new(),
+            ..info.clone()
+        };
+        map.insert(shape.key.into(), stored);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, StatementInfo>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use warden_policy::StatementInfo;
 
     #[test]
     fn a_hit_is_what_a_parse_returns_and_the_map_stays_bounded() {
@@ -100,5 +165,28 @@ mod tests {
         let long = format!("SELECT '{}'", "x".repeat(MAX_TEXT));
         cache.classify(&long, Dialect::Postgres, parse);
         assert!(!cache.lock()[0].keys().any(|k| k.len() > MAX_TEXT));
+    }
+
+    #[test]
+    fn statements_of_one_shape_share_a_parse_with_their_own_text() {
+        let shapes = ShapeCache::default();
+        let first = "SELECT abalance FROM pgbench_accounts WHERE aid = 7";
+        assert_eq!(shapes.get(first), None);
+        let parsed = warden_policy::classify(first, Dialect::Postgres);
+        shapes.put(first, &parsed);
+        let next = "SELECT abalance FROM pgbench_accounts WHERE aid = 123456;";
+        let hit = shapes.get(next).expect("same shape");
+        assert_eq!(vec![hit], warden_policy::classify(next, Dialect::Postgres));
+        // Another table, another shape.
+        assert_eq!(shapes.get("SELECT abalance FROM other WHERE aid = 7"), None);
+        // Not shared: SET values, parse errors, several statements.
+        for sql in [
+            "SET search_path = 'x'",
+            "SELECT FROM WHERE 1",
+            "SELECT 1; SELECT 2",
+        ] {
+            shapes.put(sql, &warden_policy::classify(sql, Dialect::Postgres));
+        }
+        assert_eq!(shapes.lock().len(), 1);
     }
 }

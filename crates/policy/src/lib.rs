@@ -8,6 +8,7 @@
 
 pub mod rules;
 pub mod shadow;
+pub mod shape;
 pub mod sql;
 
 pub use rules::{
@@ -15,6 +16,7 @@ pub use rules::{
     http_pattern_matches, validate_http_pattern,
 };
 pub use shadow::{Shadowed, shadowed_rules};
+pub use shape::{Shape, literal_shape};
 pub use sql::{
     Dialect, SqlKind, StatementInfo, classify, classify_one, split_statements,
     split_statements_dialect,
