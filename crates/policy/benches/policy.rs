@@ -5,6 +5,8 @@
 //!   kinds, tables, functions) on a simple SELECT, pgbench -S's SELECT, a 10-statement
 //!   batch and a ~2 KB analytic query with CTEs, joins and window functions;
 //! - `split/batch_10`: `split_statements` alone on the batch;
+//! - `shape/*`: `literal_shape` (the key that lets texts differing only in literals share
+//!   one classification) on the simple SELECT, pgbench -S's SELECT and the big CTE;
 //! - `decide/*`: `Policy::decide` for an allowed SELECT and an allowed HTTP GET with 5 and
 //!   200 rules (the matching rule last, most rules naming other principals/connections).
 
@@ -12,7 +14,7 @@ use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_mai
 use warden_core::{AuthInfo, AuthMethod, Effect, Principal};
 use warden_policy::{
     ActionClass, Dialect, Policy, PrincipalPattern, Refinement, Rule, SqlKind, classify,
-    classify_one, split_statements,
+    classify_one, literal_shape, split_statements,
 };
 
 const SIMPLE: &str = "SELECT id, name, price FROM items WHERE id = 42";
@@ -153,6 +155,18 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
     assert_eq!(classify(BATCH, Dialect::Postgres).len(), 10);
+
+    let mut g = c.benchmark_group("shape");
+    for (name, sql) in [
+        ("simple_select", SIMPLE),
+        ("pgbench_select", PGBENCH),
+        ("big_cte", BIG_CTE),
+    ] {
+        assert!(literal_shape(sql).is_some(), "{name} is shaped");
+        g.throughput(Throughput::Bytes(sql.len() as u64));
+        g.bench_function(name, |b| b.iter(|| black_box(literal_shape(black_box(sql)))));
+    }
+    g.finish();
 
     let mut g = c.benchmark_group("split");
     g.throughput(Throughput::Bytes(BATCH.len() as u64));
