@@ -164,7 +164,9 @@ fn bench(c: &mut Criterion) {
     ] {
         assert!(literal_shape(sql).is_some(), "{name} is shaped");
         g.throughput(Throughput::Bytes(sql.len() as u64));
-        g.bench_function(name, |b| b.iter(|| black_box(literal_shape(black_box(sql)))));
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(literal_shape(black_box(sql))))
+        });
     }
     g.finish();
 
