@@ -264,6 +264,8 @@ def main() -> int:
     ap.add_argument("--download", type=int, metavar="MIB", default=0,
                     help="with --http: also download a MIB-sized file through each target")
     args = ap.parse_args()
+    if args.download and not args.http:
+        raise h.BenchError("--download goes with --http")
     global PROTOCOL
     PROTOCOL = args.protocol
     targets = [parse_target(t) for t in args.targets]
