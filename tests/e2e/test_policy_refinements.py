@@ -178,6 +178,21 @@ def test_texts_differing_only_in_literals_share_a_parse_not_their_evidence(gw):
         r = run(gw, f"select pg_sleep({arg})")
         assert r.returncode != 0 and "no-sleeping" in r.stderr, r.stderr
 
+    # The same through the extended protocol: psycopg's prepare=True sends each text as a
+    # Parse (Warden's `classify_one`); each keeps its text and its decision.
+    import psycopg
+    k = gw.keys["reporter"]
+    with psycopg.connect(host="127.0.0.1", port=gw.port, dbname="refined", user=k.principal,
+                         password=k.secret, connect_timeout=10, autocommit=True) as conn:
+        for n in (31, 32, 33):
+            row = conn.execute(f"select name from items where id = {n}", prepare=True).fetchone()
+            assert row == (f"item-{n}",)
+        for arg in ("0", "0.02"):
+            with pytest.raises(psycopg.Error, match="no-sleeping"):
+                conn.execute(f"select pg_sleep({arg})", prepare=True)
+    want = {f"select name from items where id = {n}" for n in (31, 32, 33)}
+    wait_for(recorded, what="each prepared statement's own text in the evidence")
+
     # With standard_conforming_strings (the default) a backslash does not escape the
     # quote: PostgreSQL would run an UPDATE without WHERE after the SELECT. Same literal
     # count as the shape above, but it is not shaped: split, classified, denied.

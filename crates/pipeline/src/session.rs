@@ -217,13 +217,26 @@ impl Session {
 
     /// Classify one statement (an extended-protocol Parse), cached by text.
     pub fn classify_one(&self, sql: &str) -> StatementInfo {
-        let one = self
-            .pipeline
-            .one_cache
-            .classify(sql, self.dialect(), |s, d| {
-                Arc::new(warden_policy::classify_one(s, d))
-            });
-        StatementInfo::clone(&one)
+        let (p, dialect) = (&self.pipeline, self.dialect());
+        if let Some(hit) = p.one_cache.get(sql, dialect) {
+            return StatementInfo::clone(&hit);
+        }
+        // As in `classify_sql` (drivers that Parse every statement, JDBC's among them,
+        // send new literals as new texts); `classify_one` keeps a trailing `;` in `text`.
+        if dialect == Dialect::Postgres
+            && let Some(info) = p.shape_cache.get(sql)
+        {
+            return StatementInfo {
+                text: sql.trim().to_string(),
+                ..info
+            };
+        }
+        let info = warden_policy::classify_one(sql, dialect);
+        if dialect == Dialect::Postgres {
+            p.shape_cache.put(sql, std::slice::from_ref(&info));
+        }
+        p.one_cache.put(sql, dialect, Arc::new(info.clone()));
+        info
     }
 
     pub fn decide_sql(&self, info: &StatementInfo) -> Decision {

@@ -37,22 +37,7 @@ fn slot(d: Dialect) -> usize {
 }
 
 impl<V: Clone> SqlCache<V> {
-    /// `classify(sql, dialect)` through the cache.
-    pub(crate) fn classify(
-        &self,
-        sql: &str,
-        dialect: Dialect,
-        classify: impl FnOnce(&str, Dialect) -> V,
-    ) -> V {
-        if let Some(hit) = self.get(sql, dialect) {
-            return hit;
-        }
-        // Parsed outside the lock: sessions never wait on each other's parses.
-        let info = classify(sql, dialect);
-        self.put(sql, dialect, info.clone());
-        info
-    }
-
+    /// A stored classification of exactly this text (`None` for texts over [`MAX_TEXT`]).
     pub(crate) fn get(&self, sql: &str, dialect: Dialect) -> Option<V> {
         if sql.len() > MAX_TEXT {
             return None;
@@ -60,6 +45,8 @@ impl<V: Clone> SqlCache<V> {
         self.lock()[slot(dialect)].get(sql).cloned()
     }
 
+    /// Store the classification of `sql` (parsed outside the lock: sessions never wait
+    /// on each other's parses).
     pub(crate) fn put(&self, sql: &str, dialect: Dialect, info: V) {
         if sql.len() > MAX_TEXT {
             return;
@@ -145,9 +132,22 @@ mod tests {
             calls.set(calls.get() + 1);
             Arc::<[StatementInfo]>::from(warden_policy::classify(s, d))
         };
+        // What `Session::classify_sql` does around the shape cache.
+        let cache_classify =
+            |cache: &SqlCache<Arc<[StatementInfo]>>,
+             s: &str,
+             d,
+             parse: &dyn Fn(&str, Dialect) -> Arc<[StatementInfo]>| {
+                if let Some(hit) = cache.get(s, d) {
+                    return hit;
+                }
+                let v = parse(s, d);
+                cache.put(s, d, v.clone());
+                v
+            };
         let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
-        let a = cache.classify(sql, Dialect::Postgres, parse);
-        let b = cache.classify(sql, Dialect::Postgres, parse);
+        let a = cache_classify(&cache, sql, Dialect::Postgres, &parse);
+        let b = cache_classify(&cache, sql, Dialect::Postgres, &parse);
         assert_eq!(calls.get(), 1);
         assert_eq!(&*a, &*b);
         assert_eq!(
@@ -155,15 +155,15 @@ mod tests {
             warden_policy::classify(sql, Dialect::Postgres).as_slice()
         );
         // The dialect is part of the key.
-        cache.classify(sql, Dialect::MySql, parse);
+        cache_classify(&cache, sql, Dialect::MySql, &parse);
         assert_eq!(calls.get(), 2);
         for i in 0..(MAX_ENTRIES + 10) {
-            cache.classify(&format!("SELECT {i}"), Dialect::Postgres, parse);
+            cache_classify(&cache, &format!("SELECT {i}"), Dialect::Postgres, &parse);
         }
         assert!(cache.lock()[0].len() <= MAX_ENTRIES);
         // Long texts are classified every time, never stored.
         let long = format!("SELECT '{}'", "x".repeat(MAX_TEXT));
-        cache.classify(&long, Dialect::Postgres, parse);
+        cache_classify(&cache, &long, Dialect::Postgres, &parse);
         assert!(!cache.lock()[0].keys().any(|k| k.len() > MAX_TEXT));
     }
 
