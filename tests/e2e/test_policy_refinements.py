@@ -158,11 +158,13 @@ def test_reparsed_statement_is_decided_again_when_the_purpose_changes(gw):
     assert [x["purpose"] for x in allowed] == ["INC-77", "INC-77"], allowed
 
 
-def test_texts_differing_only_in_literals_share_a_parse_not_their_evidence(gw):
-    """psql sends each statement as a new simple-protocol text; texts that differ only in
-    literal values share one classification (warden_policy::literal_shape). Each keeps
-    its own text in the evidence and its own decision; text outside the shape lexer's
-    subset (a backslash, here) is split and classified on its own."""
+def test_texts_differing_only_in_literals_keep_their_own_text_and_decision(gw):
+    """psql sends each statement as a new simple-protocol text. Inside Warden, texts that
+    differ only in numbers share one classification (warden_policy::literal_shape; the
+    sharing itself is covered by the unit and property tests, a client cannot see it).
+    What a client and the evidence see must not change: each statement keeps its own text
+    and its own decision, and text outside the shape lexer's subset (a backslash, here)
+    is split and classified on its own."""
     for n in (11, 12, 13):
         r = run(gw, f"select name from items where id = {n}")
         assert r.returncode == 0 and r.stdout.strip() == f"item-{n}", r.stdout + r.stderr

@@ -9,6 +9,7 @@ use warden_core::{
 use warden_policy::{ActionClass, Dialect, StatementInfo};
 use warden_store::LedgerError;
 
+use crate::sql_cache::ShapeCache;
 use crate::{ConnectionSpec, Pipeline, Protocol};
 
 /// The id of an `action.request` record; responses point back at it.
@@ -200,16 +201,15 @@ impl Session {
         if let Some(hit) = p.sql_cache.get(sql, dialect) {
             return hit;
         }
-        // A new text of a known shape (the same statement with other literals): its
+        // A new text of a known shape (the same statement with other numbers): its
         // parse is shared, and the exact-text cache is left to texts that repeat.
-        if dialect == Dialect::Postgres
-            && let Some(info) = p.shape_cache.get(sql)
-        {
+        let shape = ShapeCache::shape(sql, dialect);
+        if let Some(info) = shape.as_ref().and_then(|s| p.shape_cache.get(s)) {
             return Arc::from([info]);
         }
         let stmts: Arc<[StatementInfo]> = warden_policy::classify(sql, dialect).into();
-        if dialect == Dialect::Postgres {
-            p.shape_cache.put(sql, &stmts);
+        if let Some(s) = &shape {
+            p.shape_cache.put(s, &stmts);
         }
         p.sql_cache.put(sql, dialect, stmts.clone());
         stmts
@@ -223,17 +223,16 @@ impl Session {
         }
         // As in `classify_sql` (drivers that Parse every statement, JDBC's among them,
         // send new literals as new texts); `classify_one` keeps a trailing `;` in `text`.
-        if dialect == Dialect::Postgres
-            && let Some(info) = p.shape_cache.get(sql)
-        {
+        let shape = ShapeCache::shape(sql, dialect);
+        if let Some(info) = shape.as_ref().and_then(|s| p.shape_cache.get(s)) {
             return StatementInfo {
                 text: sql.trim().to_string(),
                 ..info
             };
         }
         let info = warden_policy::classify_one(sql, dialect);
-        if dialect == Dialect::Postgres {
-            p.shape_cache.put(sql, std::slice::from_ref(&info));
+        if let Some(s) = &shape {
+            p.shape_cache.put(s, std::slice::from_ref(&info));
         }
         p.one_cache.put(sql, dialect, Arc::new(info.clone()));
         info

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use warden_policy::{Dialect, SqlKind, StatementInfo};
+use warden_policy::{Dialect, Shape, SqlKind, StatementInfo};
 
 pub(crate) const MAX_ENTRIES: usize = 4096;
 pub(crate) const MAX_TEXT: usize = 2048;
@@ -75,12 +75,19 @@ pub(crate) struct ShapeCache {
 }
 
 impl ShapeCache {
-    /// The classification of `sql` if a statement of the same shape was parsed.
-    pub(crate) fn get(&self, sql: &str) -> Option<StatementInfo> {
-        if sql.len() > MAX_TEXT {
+    /// The shape of `sql` when it can share a classification: PostgreSQL only (MySQL's
+    /// lexical rules differ), texts up to [`MAX_TEXT`]. Computed once per statement and
+    /// passed to [`ShapeCache::get`] and, on a miss, [`ShapeCache::put`].
+    pub(crate) fn shape<'a>(sql: &'a str, dialect: Dialect) -> Option<Shape<'a>> {
+        if dialect != Dialect::Postgres || sql.len() > MAX_TEXT {
             return None;
         }
-        let shape = warden_policy::literal_shape(sql)?;
+        warden_policy::literal_shape(sql)
+    }
+
+    /// The classification of the statement of `shape` if one of the same shape was
+    /// parsed, with this statement's text.
+    pub(crate) fn get(&self, shape: &Shape<'_>) -> Option<StatementInfo> {
         let map = self.lock();
         let found = map.get(shape.key.as_str())?;
         Some(StatementInfo {
@@ -89,20 +96,16 @@ impl ShapeCache {
         })
     }
 
-    /// Remember the classification of `sql` (one statement) for its shape.
-    pub(crate) fn put(&self, sql: &str, stmts: &[StatementInfo]) {
+    /// Remember the classification of the statement of `shape` (one statement).
+    pub(crate) fn put(&self, shape: &Shape<'_>, stmts: &[StatementInfo]) {
         let [info] = stmts else { return };
-        if sql.len() > MAX_TEXT
-            || info.parse_error.is_some()
+        if info.parse_error.is_some()
             || info.set_var.is_some()
             || info.kinds.contains(&SqlKind::Unparsed)
             || info.kinds.contains(&SqlKind::Set)
         {
             return;
         }
-        let Some(shape) = warden_policy::literal_shape(sql) else {
-            return;
-        };
         let mut map = self.lock();
         if map.len() >= MAX_ENTRIES {
             map.clear();
@@ -111,7 +114,7 @@ impl ShapeCache {
             text: String::new(),
             ..info.clone()
         };
-        map.insert(shape.key.into(), stored);
+        map.insert(shape.key.as_str().into(), stored);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, StatementInfo>> {
@@ -170,23 +173,33 @@ mod tests {
     #[test]
     fn statements_of_one_shape_share_a_parse_with_their_own_text() {
         let shapes = ShapeCache::default();
+        let pg = |sql| ShapeCache::shape(sql, Dialect::Postgres).expect("shaped");
         let first = "SELECT abalance FROM pgbench_accounts WHERE aid = 7";
-        assert_eq!(shapes.get(first), None);
+        assert_eq!(shapes.get(&pg(first)), None);
         let parsed = warden_policy::classify(first, Dialect::Postgres);
-        shapes.put(first, &parsed);
+        shapes.put(&pg(first), &parsed);
         let next = "SELECT abalance FROM pgbench_accounts WHERE aid = 123456;";
-        let hit = shapes.get(next).expect("same shape");
+        let hit = shapes.get(&pg(next)).expect("same shape");
         assert_eq!(vec![hit], warden_policy::classify(next, Dialect::Postgres));
         // Another table, another shape.
-        assert_eq!(shapes.get("SELECT abalance FROM other WHERE aid = 7"), None);
-        // Not shared: SET values, parse errors, several statements.
-        for sql in [
-            "SET search_path = 'x'",
-            "SELECT FROM WHERE 1",
-            "SELECT 1; SELECT 2",
-        ] {
-            shapes.put(sql, &warden_policy::classify(sql, Dialect::Postgres));
+        assert_eq!(
+            shapes.get(&pg("SELECT abalance FROM other WHERE aid = 7")),
+            None
+        );
+        // Not shared: parse errors, several statements; MySQL and long texts get no shape.
+        for sql in ["SELECT FROM WHERE 1", "SELECT 1 FROM t WHERE"] {
+            shapes.put(&pg(sql), &warden_policy::classify(sql, Dialect::Postgres));
         }
+        shapes.put(
+            &pg("SELECT 1"),
+            &warden_policy::classify("SELECT 1; SELECT 2", Dialect::Postgres),
+        );
         assert_eq!(shapes.lock().len(), 1);
+        assert!(ShapeCache::shape(first, Dialect::MySql).is_none());
+        let long = format!(
+            "SELECT 1 FROM t WHERE a IN ({})",
+            "1, ".repeat(MAX_TEXT) + "1"
+        );
+        assert!(ShapeCache::shape(&long, Dialect::Postgres).is_none());
     }
 }
