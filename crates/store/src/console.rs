@@ -1,12 +1,14 @@
 //! Read-only queries behind the web console and the admin API (issue 9): recent sessions
 //! with filters, audit search newest-first with free text, counts per day, who is active
-//! now. Every query is bounded (a `LIMIT`, a time window, or both) and driven by one of
-//! the `records` indexes (`ts`, `kind`, `session_id`, `principal`, `connection`), so a
-//! page costs milliseconds on a store of 100 000 records (docs/benchmarks.md, "Console").
-use rusqlite::params_from_iter;
+//! now. Every query is bounded (a `LIMIT`, a time window, or both) and driven by the
+//! `records` primary key, its `ts` index, or the postings of `kind`, `session_id`,
+//! `principal` or `connection` (`crate::postings`), so a page costs milliseconds on a
+//! store of 100 000 records (docs/benchmarks.md, "Console").
 use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 
+use crate::postings::{Col, driven_from};
 use crate::sessions::SessionSummary;
 use crate::sqlite::normalize_ts;
 use crate::{RecordFilter, Store, StoreError};
@@ -73,11 +75,11 @@ fn limit_of(l: Option<u64>, default: u64) -> i64 {
 
 impl Store {
     /// Sessions that started in the window, newest first, with the same summary as
-    /// [`Store::sessions`]. Driven by the `kind` index (`session.start` records, walked
-    /// newest first) and the `session_id` index for the filters and the summaries.
+    /// [`Store::sessions`]. Driven by the postings of kind `session.start` (walked newest
+    /// first) and those of each session id for the filters and the summaries.
     pub fn recent_sessions(&self, f: &RecentSessions) -> Result<Vec<SessionSummary>, StoreError> {
         let mut args: Vec<Value> = Vec::new();
-        let mut cond = String::from("kind = 'session.start' AND session_id IS NOT NULL");
+        let mut cond = String::from("r.session_id IS NOT NULL");
         // `clause` with `?` where the argument goes.
         let mut add = |clause: &str, v: String| {
             args.push(v.into());
@@ -97,22 +99,34 @@ impl Store {
         if let Some(c) = &f.connection {
             add("connection = ?", c.clone());
         }
+        // A record of `kind` in the session `r` started: only the session's blocks that
+        // also hold that kind are read (a point lookup in the kind's postings each).
+        let has_kind = |kind: &str| {
+            format!(
+                " AND EXISTS (SELECT 1 FROM record_postings q CROSS JOIN record_postings k \
+                 CROSS JOIN records d \
+                 WHERE q.col = {session} AND q.value = r.session_id \
+                 AND k.col = {kind_col} AND k.value = '{kind}' AND k.block = q.block \
+                 AND d.seq >= q.block * {block} AND d.seq < q.block * {block} + {block} \
+                 AND d.session_id = r.session_id AND d.kind = '{kind}')",
+                session = Col::Session as i64,
+                kind_col = Col::Kind as i64,
+                block = crate::postings::BLOCK,
+            )
+        };
         if f.has_denials {
-            cond.push_str(
-                " AND EXISTS (SELECT 1 FROM records d WHERE d.session_id = s.session_id AND d.kind = 'policy.denied')",
-            );
+            cond.push_str(&has_kind("policy.denied"));
         }
         if f.has_approvals {
-            cond.push_str(
-                " AND EXISTS (SELECT 1 FROM records d WHERE d.session_id = s.session_id AND d.kind = 'approval.requested')",
-            );
+            cond.push_str(&has_kind("approval.requested"));
         }
         args.push(Value::Integer(limit_of(f.limit, 100)));
         let sql = format!(
-            "WITH c AS (SELECT s.session_id FROM records s INDEXED BY records_kind WHERE {cond} \
-             ORDER BY s.seq DESC LIMIT ?{n}) \
-             {SUMMARY_SELECT} FROM records WHERE session_id IN (SELECT session_id FROM c) \
-             GROUP BY session_id ORDER BY MIN(seq) DESC",
+            "WITH c AS (SELECT r.session_id {starts} AND {cond} \
+             ORDER BY p.block DESC, r.seq DESC LIMIT ?{n}) \
+             {SUMMARY_SELECT} {sessions} GROUP BY r.session_id ORDER BY MIN(r.seq) DESC",
+            starts = driven_from(Col::Kind, "= 'session.start'"),
+            sessions = driven_from(Col::Session, "IN (SELECT session_id FROM c)"),
             n = args.len()
         );
         let conn = self.reader()?;
@@ -127,21 +141,21 @@ impl Store {
         let conn = self.reader()?;
         let exact: Option<String> = conn
             .query_row(
-                "SELECT session_id FROM records WHERE session_id = ?1 LIMIT 1",
-                [id],
+                "SELECT value FROM record_postings WHERE col = ?1 AND value = ?2 LIMIT 1",
+                params![Col::Session as i64, id],
                 |r| r.get(0),
             )
-            .ok();
+            .optional()?;
         let sid = match exact {
             Some(s) => s,
             None => {
-                // Prefix: a range on the session_id index (ids are ASCII).
+                // Prefix: a range on the postings' key (ids are ASCII).
                 let mut stmt = conn.prepare(
-                    "SELECT DISTINCT session_id FROM records WHERE session_id >= ?1 AND session_id < ?2 LIMIT 2",
+                    "SELECT DISTINCT value FROM record_postings WHERE col = ?1 AND value >= ?2 AND value < ?3 LIMIT 2",
                 )?;
                 let upper = format!("{id}\u{10FFFF}");
                 let ids: Vec<String> = stmt
-                    .query_map([id, upper.as_str()], |r| r.get(0))?
+                    .query_map(params![Col::Session as i64, id, upper], |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
                 match ids.as_slice() {
                     [one] => one.clone(),
@@ -149,8 +163,10 @@ impl Store {
                 }
             }
         };
-        let sql =
-            format!("{SUMMARY_SELECT} FROM records WHERE session_id = ?1 GROUP BY session_id");
+        let sql = format!(
+            "{SUMMARY_SELECT} {} GROUP BY r.session_id",
+            driven_from(Col::Session, "= ?1")
+        );
         let s = conn.query_row(&sql, [sid], crate::sessions::summary_from_row)?;
         Ok(Ok(s))
     }
@@ -168,40 +184,11 @@ impl Store {
         each: &mut dyn FnMut(u64, String),
     ) -> Result<Option<u64>, StoreError> {
         let f = &search.filter;
-        let mut sql = String::from("SELECT seq, body FROM records WHERE 1=1");
-        let mut args: Vec<Value> = Vec::new();
-        // `clause` with `?` where the argument goes.
-        let mut add = |clause: &str, v: Value| {
-            args.push(v);
-            let n = format!("?{}", args.len());
-            sql.push_str(" AND ");
-            sql.push_str(&clause.replace('?', &n));
-        };
-        if let Some(s) = &f.since {
-            add("ts >= ?", normalize_ts(s)?.into());
-        }
-        if let Some(u) = &f.until {
-            add("ts < ?", normalize_ts(u)?.into());
-        }
-        if let Some(p) = &f.principal {
-            add("principal = ?", p.clone().into());
-        }
-        if let Some(c) = &f.connection {
-            add("connection = ?", c.clone().into());
-        }
-        if let Some(k) = &f.kind {
-            add("kind = ?", k.clone().into());
-        }
-        if let Some(s) = &f.session_id {
-            add("session_id = ?", s.clone().into());
-        }
-        if let Some(b) = search.before_seq {
-            add(
-                "seq < ?",
-                Value::Integer(i64::try_from(b).unwrap_or(i64::MAX)),
-            );
-        }
         let conn = self.reader()?;
+        let mut scan = crate::postings::Scan::new(&conn, "seq, body", f)?;
+        if let Some(b) = search.before_seq {
+            scan.seq_below(i64::try_from(b).unwrap_or(i64::MAX));
+        }
         let mut scan_floor = None;
         if let Some(t) = search.text.as_deref().filter(|t| !t.is_empty()) {
             let top: i64 = match search.before_seq {
@@ -214,7 +201,7 @@ impl Store {
             };
             let floor = (top - TEXT_SCAN as i64).max(1);
             scan_floor = Some(floor as u64);
-            add("seq >= ?", Value::Integer(floor));
+            scan.seq_from(floor);
             let t = t.to_lowercase();
             // A cheap substring test on the stored body first (LIKE: no JSON parse, no
             // copy; ASCII case-insensitive like lower()), then the exact one on the
@@ -224,18 +211,18 @@ impl Store {
                     "%{}%",
                     t.replace('!', "!!").replace('%', "!%").replace('_', "!_")
                 );
-                add("body LIKE ? ESCAPE '!'", pattern.into());
+                scan.and("body LIKE ? ESCAPE '!'", pattern.into());
             }
-            add(
+            scan.and(
                 "instr(lower(json_extract(body, '$.action.text')), ?) > 0",
                 t.into(),
             );
         }
         let page = limit_of(f.limit, 100);
-        args.push(Value::Integer(page));
-        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", args.len()));
-        let mut stmt = conn.prepare(&sql)?;
-        let mut rows = stmt.query(params_from_iter(args))?;
+        scan.order_by(true);
+        scan.limit(page);
+        let mut stmt = conn.prepare(&scan.sql)?;
+        let mut rows = stmt.query(params_from_iter(scan.args))?;
         let mut n = 0;
         let mut last = None;
         while let Some(row) = rows.next()? {
@@ -254,8 +241,8 @@ impl Store {
     /// Records per UTC day from `since` on (oldest day first), with requests, denials,
     /// approval requests and failed logins. Each day is turned into the range of `seq`
     /// whose `ts` falls in it (two lookups on the `ts` index; records are appended in
-    /// time order), and every count is then a range count on an index: the `kind`
-    /// index holds `(kind, seq)`, so no record body is read.
+    /// time order); a kind's count is the sum of its postings' counts over the whole
+    /// blocks in that range plus the rows of the two blocks at its edges.
     pub fn counts_per_day(&self, since: &str) -> Result<Vec<DayCount>, StoreError> {
         let since = warden_core::time_fmt::parse_time_arg(since).map_err(StoreError::Sqlite)?;
         let conn = self.reader()?;
@@ -277,13 +264,11 @@ impl Store {
             let count = |kind: Option<&str>| -> rusqlite::Result<u64> {
                 let n: i64 = match kind {
                     None => conn
-                        .prepare_cached("SELECT COUNT(*) FROM records WHERE seq >= ?1 AND seq < ?2")?
-                        .query_row([lo, hi], |r| r.get(0))?,
-                    Some(k) => conn
                         .prepare_cached(
-                            "SELECT COUNT(*) FROM records WHERE kind = ?1 AND seq >= ?2 AND seq < ?3",
+                            "SELECT COUNT(*) FROM records WHERE seq >= ?1 AND seq < ?2",
                         )?
-                        .query_row(rusqlite::params![k, lo, hi], |r| r.get(0))?,
+                        .query_row([lo, hi], |r| r.get(0))?,
+                    Some(k) => return crate::postings::count_kind(&conn, k, lo, hi),
                 };
                 Ok(n as u64)
             };

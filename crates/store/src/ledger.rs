@@ -116,6 +116,20 @@ impl IndexRow {
     }
 }
 
+impl crate::postings::Keys for IndexRow {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn keys(&self) -> [Option<&str>; 4] {
+        [
+            self.principal.as_ref().map(|p| p.id.as_str()),
+            self.connection.as_deref(),
+            Some(self.kind),
+            self.session_id.as_deref(),
+        ]
+    }
+}
+
 enum IndexCmd {
     Row(Box<IndexRow>),
     Flush(FlushReply),
@@ -1070,6 +1084,7 @@ pub(crate) fn insert_rows<R: std::borrow::Borrow<IndexRow>>(
             ])?;
         }
     }
+    crate::postings::insert(&tx, rows.iter().map(|r| r.borrow()))?;
     tx.commit()
 }
 

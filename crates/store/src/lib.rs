@@ -5,6 +5,7 @@
 //!   behind, fail closed.
 //! - `journal`: the append log that makes an acknowledged record durable (and its recovery).
 //! - [`sqlite`]: the embedded default backend (WAL).
+//! - `postings`: the index by block of principal, connection, kind and session id.
 //! - [`keys`]: key records (hashed; never the secret).
 //! - [`merkle`]: RFC 6962 Merkle tree, inclusion and consistency proofs.
 //! - [`checkpoint`]: Ed25519-signed checkpoints over the Merkle root and chain head.
@@ -26,6 +27,7 @@ mod keycache;
 pub mod keys;
 pub mod ledger;
 pub mod merkle;
+mod postings;
 pub mod query;
 mod recent_ids;
 pub mod record_json;
@@ -45,6 +47,8 @@ pub use verify::{EvidenceProblem, EvidenceReport, ProblemKind};
 
 #[cfg(test)]
 mod evidence_tests;
+#[cfg(test)]
+mod postings_tests;
 #[cfg(test)]
 mod retention_tests;
 #[cfg(test)]

@@ -422,6 +422,7 @@ impl Store {
             "DELETE FROM records WHERE seq <= ?1",
             [seal.up_to_seq as i64],
         )?;
+        crate::postings::after_prune(&tx, seal.up_to_seq)?;
         tx.execute(
             &format!(
                 "INSERT INTO seals ({SEAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
@@ -456,6 +457,7 @@ impl Store {
                 rec.hash,
             ],
         )?;
+        crate::postings::rebuild(&tx, rec.seq, rec.seq)?;
         tx.commit()?;
         Ok((rec.seq, (rec.seq, rec.hash)))
     }

@@ -1,10 +1,14 @@
 //! SQLite backend: the embedded default store (WAL mode).
 //!
-//! Schema (version 4, kept in `PRAGMA user_version`; version 1 lacked `checkpoints`,
-//! version 2 lacked `seals`, version 3 lacked `merkle_frontier`; older stores are upgraded
-//! in place when opened):
+//! Schema (version 5, kept in `PRAGMA user_version`; version 1 lacked `checkpoints`,
+//! version 2 lacked `seals`, version 3 lacked `merkle_frontier`, version 4 indexed
+//! principal, connection, kind and session_id per record instead of by block; older
+//! stores are upgraded in place when opened):
 //! - `records`: one row per evidence record; `body` is the full record JSON (including
 //!   `hash`), the other columns are indexes derived from it and checked by [`Store::verify`].
+//!   Indexed by `seq` (the key), `id` (unique) and `ts`.
+//! - `record_postings`: which blocks of 64 records hold a principal, connection, kind or
+//!   session id, and how many of their records do ([`crate::postings`]).
 //! - `keys`: Warden key verifiers (never the secret).
 //! - `checkpoints`: signed Merkle checkpoints ([`crate::checkpoint`]).
 //! - `seals`: signed retention seals ([`crate::retention`]): records `from_seq..=up_to_seq`
@@ -32,7 +36,7 @@ use crate::query::VerifyProblem;
 use crate::{Durability, Ledger, RecordFilter, VerifyReport};
 
 /// Schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 /// Page size of a new store (SQLite's default is 4 KiB).
 const PAGE_SIZE: u32 = 16384;
 /// Records a background reader (paced verification, checkpoints) reads per read
@@ -56,10 +60,6 @@ CREATE TABLE IF NOT EXISTS records (
     hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_ts ON records(ts);
-CREATE INDEX IF NOT EXISTS records_principal ON records(principal);
-CREATE INDEX IF NOT EXISTS records_connection ON records(connection);
-CREATE INDEX IF NOT EXISTS records_kind ON records(kind);
-CREATE INDEX IF NOT EXISTS records_session_id ON records(session_id);
 CREATE TABLE IF NOT EXISTS keys (
     id TEXT PRIMARY KEY,
     principal TEXT NOT NULL,
@@ -294,40 +294,14 @@ impl Store {
         filter: &RecordFilter,
         each: &mut dyn FnMut(u64, String) -> bool,
     ) -> Result<u64, StoreError> {
-        let mut sql = String::from("SELECT seq, body FROM records WHERE 1=1");
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        let mut add = |clause: &str, v: String| {
-            args.push(v.into());
-            sql.push_str(&format!(" AND {clause} ?{}", args.len()));
-        };
-        if let Some(s) = &filter.since {
-            add("ts >=", normalize_ts(s)?);
-        }
-        if let Some(u) = &filter.until {
-            add("ts <", normalize_ts(u)?);
-        }
-        if let Some(p) = &filter.principal {
-            add("principal =", p.clone());
-        }
-        if let Some(c) = &filter.connection {
-            add("connection =", c.clone());
-        }
-        if let Some(k) = &filter.kind {
-            add("kind =", k.clone());
-        }
-        if let Some(s) = &filter.session_id {
-            add("session_id =", s.clone());
-        }
-        sql.push_str(" ORDER BY seq");
-        if let Some(limit) = filter.limit {
-            args.push(rusqlite::types::Value::Integer(
-                i64::try_from(limit).unwrap_or(i64::MAX),
-            ));
-            sql.push_str(&format!(" LIMIT ?{}", args.len()));
-        }
         let conn = self.reader()?;
-        let mut stmt = conn.prepare(&sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        let mut scan = crate::postings::Scan::new(&conn, "seq, body", filter)?;
+        scan.order_by(false);
+        if let Some(limit) = filter.limit {
+            scan.limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        }
+        let mut stmt = conn.prepare(&scan.sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(scan.args))?;
         let mut delivered = 0u64;
         while let Some(row) = rows.next()? {
             let seq: i64 = row.get(0)?;
@@ -696,6 +670,25 @@ fn init_schema(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < SCHEMA_VERSION {
         tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(crate::postings::SCHEMA)?;
+        if version > 0 && version < 5 {
+            // Version 4 and older indexed principal, connection, kind and session_id
+            // per record; version 5 indexes them by block (`crate::postings`).
+            let (records, last): (i64, Option<i64>) =
+                tx.query_row("SELECT COUNT(*), MAX(seq) FROM records", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            tracing::info!(
+                "upgrading the evidence store to schema {SCHEMA_VERSION}: indexing {records} records by block"
+            );
+            tx.execute_batch(
+                "DROP INDEX IF EXISTS records_principal; DROP INDEX IF EXISTS records_connection; \
+                 DROP INDEX IF EXISTS records_kind; DROP INDEX IF EXISTS records_session_id;",
+            )?;
+            if let Some(last) = last {
+                crate::postings::rebuild(&tx, 0, last as u64)?;
+            }
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     tx.commit()?;
