@@ -124,9 +124,9 @@ impl Store {
         let sql = format!(
             "WITH c AS (SELECT r.session_id {starts} AND {cond} \
              ORDER BY p.block DESC, r.seq DESC LIMIT ?{n}) \
-             {SUMMARY_SELECT} {sessions} GROUP BY r.session_id ORDER BY MIN(r.seq) DESC",
+             {summaries} ORDER BY MIN(r.seq) DESC",
             starts = driven_from(Col::Kind, "= 'session.start'"),
-            sessions = driven_from(Col::Session, "IN (SELECT session_id FROM c)"),
+            summaries = summaries("IN (SELECT session_id FROM c)"),
             n = args.len()
         );
         let conn = self.reader()?;
@@ -163,10 +163,7 @@ impl Store {
                 }
             }
         };
-        let sql = format!(
-            "{SUMMARY_SELECT} {} GROUP BY r.session_id",
-            driven_from(Col::Session, "= ?1")
-        );
+        let sql = summaries("= ?1");
         let s = conn.query_row(&sql, [sid], crate::sessions::summary_from_row)?;
         Ok(Ok(s))
     }
@@ -313,6 +310,17 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
+}
+
+/// [`SUMMARY_SELECT`] of the sessions whose id satisfies `value` (`= ?1`, `IN (…)`, or
+/// `IS NOT NULL` for all), one row each, walking each session's blocks. Grouped by the
+/// postings' value, which SQLite reads in order: no sorter, which would otherwise hold a
+/// copy of every record body it aggregates (`body` is an aggregate's argument).
+pub(crate) fn summaries(value: &str) -> String {
+    format!(
+        "{SUMMARY_SELECT} {} GROUP BY p.value",
+        driven_from(Col::Session, value)
+    )
 }
 
 /// The summary columns of a session (one `GROUP BY session_id` row);

@@ -435,3 +435,48 @@ async fn a_version_4_store_is_indexed_by_block_when_opened() {
     );
     assert!(n > 0);
 }
+
+#[tokio::test]
+async fn session_summaries_are_grouped_without_a_sorter() {
+    // A sorter for GROUP BY would hold a copy of every body it aggregates (a long
+    // session's, or the whole store's for `warden sessions`).
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 0, 200).await;
+    let conn = raw(dir.path());
+    for value in ["= ?1", "IN (SELECT ?1)", "IS NOT NULL AND ?1 IS NOT NULL"] {
+        let sql = format!(
+            "EXPLAIN QUERY PLAN {} ORDER BY MIN(r.seq)",
+            crate::console::summaries(value)
+        );
+        let plan: Vec<String> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map(["s01"], |r| r.get(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            !plan.iter().any(|s| s.contains("GROUP BY")),
+            "{value}: {plan:?}"
+        );
+    }
+    // And they are what the records say.
+    let all = rows(&conn);
+    let listed = store.sessions(&crate::SessionFilter::default()).unwrap();
+    let mut ids: Vec<&str> = all.iter().filter_map(|r| r.cols[3].as_deref()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(listed.len(), ids.len());
+    for s in &listed {
+        let mine: Vec<&Row> = all
+            .iter()
+            .filter(|r| r.cols[3].as_deref() == Some(s.session_id.as_str()))
+            .collect();
+        assert_eq!(s.records, mine.len() as u64, "{}", s.session_id);
+        assert_eq!(s.first_seq, mine[0].seq);
+        assert_eq!(s.last_seq, mine[mine.len() - 1].seq);
+    }
+    let firsts: Vec<u64> = listed.iter().map(|s| s.first_seq).collect();
+    assert!(firsts.is_sorted(), "oldest first");
+}

@@ -81,10 +81,7 @@ impl Store {
         if let Some(c) = &filter.connection {
             add("SUM(connection = ?) > 0", c.clone());
         }
-        let mut sql = format!(
-            "{} FROM records WHERE session_id IS NOT NULL GROUP BY session_id",
-            crate::console::SUMMARY_SELECT
-        );
+        let mut sql = crate::console::summaries("IS NOT NULL");
         if !having.is_empty() {
             sql.push_str(" HAVING ");
             sql.push_str(&having.join(" AND "));

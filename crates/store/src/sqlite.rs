@@ -685,8 +685,14 @@ fn init_schema(conn: &mut Connection) -> Result<(), StoreError> {
                 "DROP INDEX IF EXISTS records_principal; DROP INDEX IF EXISTS records_connection; \
                  DROP INDEX IF EXISTS records_kind; DROP INDEX IF EXISTS records_session_id;",
             )?;
-            if let Some(last) = last {
-                crate::postings::rebuild(&tx, 0, last as u64)?;
+            // In chunks of READ_CHUNK whole blocks (262 144 records), so that no GROUP BY
+            // sorts the whole store in memory (`temp_store = MEMORY`).
+            let last = last.map_or(0, |l| l.max(0) as u64);
+            let mut from = 0;
+            while from <= last {
+                let to = from + (READ_CHUNK * crate::postings::BLOCK) as u64 - 1;
+                crate::postings::rebuild(&tx, from, to.min(last))?;
+                from = to + 1;
             }
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
