@@ -398,6 +398,23 @@ async fn a_version_4_store_is_indexed_by_block_when_opened() {
              PRAGMA user_version = 4;",
         )
         .unwrap();
+    // Not while a gateway of the older Warden holds the append log: it would go on
+    // indexing without postings.
+    let db = dir.path().join("data/evidence.db");
+    let gateway = crate::journal::Journal::open_locked(&db, std::time::Duration::ZERO)
+        .unwrap()
+        .expect("the log is free");
+    let refused = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Process)
+        .err()
+        .expect("refused while the log is held")
+        .to_string();
+    assert!(refused.contains("stop that gateway"), "{refused}");
+    let version: i64 = raw(dir.path())
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 4, "nothing changed");
+    drop(gateway);
+
     let store = open(dir.path());
     assert_postings_match(dir.path());
     let conn = raw(dir.path());

@@ -187,7 +187,7 @@ impl Store {
         create_private(&path)?;
         let mut conn = open_connection(&path, options.durability, options.busy_timeout, true)
             .map_err(|e| StoreError::Sqlite(format!("cannot open {}: {e}", path.display())))?;
-        init_schema(&mut conn)?;
+        init_schema(&mut conn, &path)?;
         recover_journal(&path, &mut conn);
         Ok(Store {
             keys: crate::keycache::KeyCache::new(&path),
@@ -660,7 +660,7 @@ pub(crate) fn open_connection(
     Ok(conn)
 }
 
-fn init_schema(conn: &mut Connection) -> Result<(), StoreError> {
+fn init_schema(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
@@ -671,9 +671,28 @@ fn init_schema(conn: &mut Connection) -> Result<(), StoreError> {
     if version < SCHEMA_VERSION {
         tx.execute_batch(SCHEMA)?;
         tx.execute_batch(crate::postings::SCHEMA)?;
+        // Held until the upgrade commits: a running gateway of an older Warden owns the
+        // append log's lock, and would go on indexing without postings.
+        let mut _log_lock = None;
         if version > 0 && version < 5 {
             // Version 4 and older indexed principal, connection, kind and session_id
             // per record; version 5 indexes them by block (`crate::postings`).
+            _log_lock = match crate::journal::Journal::open_locked(path, Duration::ZERO) {
+                Ok(Some(j)) => Some(j),
+                Ok(None) => {
+                    return Err(StoreError::Sqlite(format!(
+                        "the evidence store {} has schema version {version} and a running gateway (an older Warden) writes it; \
+                         this Warden must re-index it (schema {SCHEMA_VERSION}) first: stop that gateway, then run this again \
+                         (or start the new gateway, which upgrades the store itself)",
+                        path.display()
+                    )));
+                }
+                Err(e) => {
+                    return Err(StoreError::Sqlite(format!(
+                        "cannot open the evidence append log to upgrade the store: {e}"
+                    )));
+                }
+            };
             let (records, last): (i64, Option<i64>) =
                 tx.query_row("SELECT COUNT(*), MAX(seq) FROM records", [], |r| {
                     Ok((r.get(0)?, r.get(1)?))
