@@ -301,6 +301,85 @@ def test_sessions_list_and_replay(ew, activity):
     assert text.index(f"{activity}-a") < text.index("SELECT 3")
 
 
+def test_a_schema_4_store_is_reindexed_by_block_and_answers_the_same(pg):
+    """Schema 5 indexes principal / connection / kind / session id by block of 64 records.
+    A store written by the schema-4 layout (per-record indexes, no postings) is upgraded
+    when opened — not while an older gateway holds its append log — and every query
+    answers as before."""
+    tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-schema4-"))
+    w = make_warden(pg, tmp)
+    try:
+        # Three sessions of two principals, interleaved: several blocks of 64 records.
+        conns = [w.connect("reporter", autocommit=True), w.connect("dana", autocommit=True),
+                 w.connect("reporter", autocommit=True)]
+        for i in range(60):
+            for c in conns:
+                c.execute(f"select id from items where id = {i % 5 + 1}").fetchall()
+        for c in conns:
+            c.close()
+    finally:
+        stop_process(w.proc)
+    try:
+        def answers() -> dict:
+            sessions = [json.loads(line) for line in run_warden(
+                ["sessions", "list", "--config", str(w.config), "--format", "json"],
+                check=True).stdout.splitlines()]
+            return {
+                "sessions": sessions,
+                "reporter": [r["seq"] for r in w.audit(principal="agent:reporter")],
+                "responses": [r["seq"] for r in w.audit(kind="action.response")],
+                "per_session": {s["session_id"]: [r["seq"] for r in w.audit(session=s["session_id"])]
+                                for s in sessions},
+            }
+
+        before = answers()
+        assert len(before["sessions"]) == 3, before["sessions"]
+        assert len(before["responses"]) == 180
+        assert sum(len(v) for v in before["per_session"].values()) > 3 * 64
+
+        db = tmp / "data" / "evidence.db"
+        with sqlite3.connect(str(db)) as c:
+            c.executescript(
+                "DROP TABLE record_postings; "
+                "CREATE INDEX records_principal ON records(principal); "
+                "CREATE INDEX records_connection ON records(connection); "
+                "CREATE INDEX records_kind ON records(kind); "
+                "CREATE INDEX records_session_id ON records(session_id); "
+                "PRAGMA user_version = 4;")
+
+        def version() -> int:
+            with sqlite3.connect(str(db)) as c:
+                return c.execute("PRAGMA user_version").fetchone()[0]
+
+        # An older gateway running on it holds the append log's lock (flock).
+        import fcntl
+        log = open(str(db) + ".appendlog", "a")
+        try:
+            fcntl.flock(log, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            r = run_warden(["sessions", "list", "--config", str(w.config)])
+            assert r.returncode != 0, r.stdout
+            assert "stop that gateway" in r.stderr, r.stderr
+            assert version() == 4, "nothing changed while the log was held"
+        finally:
+            log.close()
+
+        after = answers()
+        assert version() == 5
+        assert after == before
+        with sqlite3.connect(str(db)) as c:
+            names = {n for (n,) in c.execute(
+                "select name from sqlite_master where type = 'index' and sql is not null")}
+            postings = c.execute("select count(*) from record_postings").fetchone()[0]
+        assert not names & {"records_principal", "records_connection", "records_kind",
+                            "records_session_id"}, names
+        assert postings > 0
+        code, out = w.verify()
+        assert code == 0, out
+    finally:
+        print(f"\n--- warden log tail ({w.log}) ---\n" + w.log.read_text()[-3000:])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # ----------------------------------------------------------------------------- crash safety
 
 
