@@ -668,12 +668,12 @@ fn init_schema(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             "the store's schema version is {version}; this Warden understands up to {SCHEMA_VERSION} (upgrade Warden)"
         )));
     }
+    // Held until the upgrade commits: a running gateway of an older Warden owns the
+    // append log's lock, and would go on indexing without postings.
+    let mut _log_lock = None;
     if version < SCHEMA_VERSION {
         tx.execute_batch(SCHEMA)?;
         tx.execute_batch(crate::postings::SCHEMA)?;
-        // Held until the upgrade commits: a running gateway of an older Warden owns the
-        // append log's lock, and would go on indexing without postings.
-        let mut _log_lock = None;
         if version > 0 && version < 5 {
             // Version 4 and older indexed principal, connection, kind and session_id
             // per record; version 5 indexes them by block (`crate::postings`).
