@@ -336,7 +336,7 @@ pub(crate) const SUMMARY_SELECT: &str = "SELECT session_id, MAX(principal), MAX(
 mod tests {
     use std::path::Path;
 
-    use warden_core::{ActionInfo, AuthInfo, AuthMethod, EvidenceRecord, Principal, RecordKind};
+    use warden_core::{ActionInfo, EvidenceRecord, RecordKind};
 
     use super::*;
     use crate::Durability;
@@ -349,16 +349,7 @@ mod tests {
         let mut r = EvidenceRecord::new(kind);
         r.ts = ts.into();
         r.session_id = Some(session.into());
-        r.principal = Some(std::sync::Arc::new(Principal {
-            id: who.into(),
-            groups: vec![],
-            auth: AuthInfo {
-                method: AuthMethod::WardenKey,
-                issuer: None,
-                subject: None,
-            },
-            on_behalf_of: None,
-        }));
+        r.principal = Some(crate::tests::key_principal(who));
         r.connection = Some("orders".into());
         if !text.is_empty() {
             r.action = Some(ActionInfo {

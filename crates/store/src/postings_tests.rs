@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use rusqlite::Connection;
-use warden_core::{AuthInfo, AuthMethod, EvidenceRecord, Principal, RecordKind};
+use warden_core::{EvidenceRecord, RecordKind};
 
 use crate::console::{RecentSessions, RecordSearch};
 use crate::postings::{BLOCK, Col, Scan};
@@ -52,16 +52,7 @@ fn rec(i: u64) -> EvidenceRecord {
         r.session_id = Some(format!("s{:02}", (i / 7 + h % 3) % 23));
     }
     if !h.is_multiple_of(17) {
-        r.principal = Some(std::sync::Arc::new(Principal {
-            id: format!("agent:{}", h % 4),
-            groups: vec![],
-            auth: AuthInfo {
-                method: AuthMethod::WardenKey,
-                issuer: None,
-                subject: None,
-            },
-            on_behalf_of: None,
-        }));
+        r.principal = Some(crate::tests::key_principal(&format!("agent:{}", h % 4)));
     }
     if !h.is_multiple_of(19) {
         r.connection = Some(["orders", "billing", "hr"][(h % 3) as usize].into());
@@ -334,6 +325,17 @@ async fn counts_sessions_and_lookups_match_a_full_scan() {
         .into_iter()
         .map(|s| s.session_id)
         .collect();
+    // Newest first: by each session's first record, descending.
+    let firsts: Vec<u64> = got
+        .iter()
+        .map(|id| {
+            all.iter()
+                .find(|r| r.cols[3].as_deref() == Some(id.as_str()))
+                .map(|r| r.seq)
+                .unwrap()
+        })
+        .collect();
+    assert!(firsts.is_sorted_by(|a, b| a > b), "{got:?} {firsts:?}");
     let mut got_sorted = got.clone();
     got_sorted.sort();
     let mut want_sorted = starts.clone();

@@ -23,6 +23,20 @@ async fn store_with_one_request(dir: &Path) -> (Store, crate::Ledger) {
     (store, ledger)
 }
 
+/// A principal authenticated by a Warden key, without groups or issuer (test records).
+pub(crate) fn key_principal(id: &str) -> std::sync::Arc<Principal> {
+    std::sync::Arc::new(Principal {
+        id: id.into(),
+        groups: vec![],
+        auth: AuthInfo {
+            method: AuthMethod::WardenKey,
+            issuer: None,
+            subject: None,
+        },
+        on_behalf_of: None,
+    })
+}
+
 fn rec(i: u64, principal: &str, connection: &str, kind: RecordKind) -> EvidenceRecord {
     let mut r = EvidenceRecord::new(kind);
     r.ts = format!("2026-11-27T10:00:{:02}.{:09}Z", i / 1000 % 60, i % 1000);
