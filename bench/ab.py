@@ -74,6 +74,8 @@ def parse_target(spec: str) -> tuple[str, Path, dict]:
 
 # pgbench's query mode (--protocol): `extended` (the issue's main target) or `simple`.
 PROTOCOL = "extended"
+# The gateways' evidence durability (--durability).
+DURABILITY = "process"
 
 
 def thread_ticks(pid: int) -> dict[str, int]:
@@ -96,7 +98,7 @@ class Gateway:
         saved = h.WARDEN
         h.WARDEN = binary
         try:
-            self.w = h.Warden(e, f"ab-{name}-{time.monotonic_ns()}", "process")
+            self.w = h.Warden(e, f"ab-{name}-{time.monotonic_ns()}", DURABILITY)
         finally:
             h.WARDEN = saved
         self.binary, self.env, self.wrapper = binary, env, wrapper
@@ -259,6 +261,8 @@ def main() -> int:
                     help="count instructions for TX transactions per client instead")
     ap.add_argument("--protocol", choices=("extended", "simple"), default="extended",
                     help="pgbench -M mode (default extended)")
+    ap.add_argument("--durability", choices=("process", "fsync"), default="process",
+                    help="the gateways' [evidence] durability (default process)")
     ap.add_argument("--http", action="store_true",
                     help="the HTTP path (wrk on a small JSON API) instead of pgbench")
     ap.add_argument("--download", type=int, metavar="MIB", default=0,
@@ -266,8 +270,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.download and not args.http:
         raise h.BenchError("--download goes with --http")
-    global PROTOCOL
+    global PROTOCOL, DURABILITY
     PROTOCOL = args.protocol
+    DURABILITY = args.durability
     targets = [parse_target(t) for t in args.targets]
     if len({n for n, _, _ in targets}) != len(targets):
         raise h.BenchError("target names must differ")
@@ -345,7 +350,7 @@ def main() -> int:
         h.log(f"round {rnd} direct: c=8 {rd8['tps']:.0f} tps; c=1 {rd1['tps']:.0f} tps")
 
     print(f"\npgbench -S -n -M {PROTOCOL}, {args.seconds:g} s per run, {args.rounds} "
-          f"interleaved rounds; CPU = the proxy's µs per transaction (all threads); "
+          f"interleaved rounds, Warden's durability `{DURABILITY}`; CPU = the proxy's µs per transaction (all threads); "
           + ("proxy on CPU 1, PostgreSQL and pgbench on CPU 0\n" if pin
              else "everything shares both CPUs\n"))
     print("| target | c=8 tps | c=8 CPU µs/tx | of which indexer | c=1 tps | c=1 CPU µs/tx |")

@@ -5,9 +5,11 @@
 //! microseconds: it assigns `seq` and `prev_hash`, computes `hash` over the canonical
 //! JSON, and writes the body as one line to the append log ([`crate::journal`]). Under
 //! `process` durability that `write(2)` is the acknowledgement: the record survives a
-//! crash of the gateway. Under `fsync` durability the caller also waits for the syncer
-//! thread's next `fdatasync`, which covers every line written before it (group commit
-//! across sessions). Nothing crosses a thread on the `process` path.
+//! crash of the gateway. Under `fsync` durability the caller also waits for an
+//! `fdatasync` that started after its line was written: the first waiter to find no sync
+//! running runs one itself, and it covers every line written before it, any session's
+//! (group commit, leader and followers, as PostgreSQL's backends flush their WAL). Nothing
+//! crosses a thread on the `process` path, nor on the `fsync` path of a caller that leads.
 //!
 //! The indexer thread inserts the same rows into SQLite in batches (one transaction per
 //! batch, after a short linger), so queries, checkpoints and verification see a record
@@ -22,7 +24,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, TransactionBehavior, params};
@@ -208,7 +210,6 @@ impl Chain {
         self.written = last;
         if let Some(s) = &self.syncer {
             lock(&s.state).written = last;
-            s.wake.notify_one();
         }
         Ok(())
     }
@@ -257,23 +258,100 @@ impl Shared {
     }
 }
 
-/// Fsync durability: written vs synced, and who waits for it.
+/// Fsync durability: what is written, what is synced, and the handle a leader syncs.
 struct Syncer {
+    /// Written up to (set under the chain lock, after each write of the log).
     state: Mutex<SyncState>,
-    wake: Condvar,
+    /// Held by the one caller running an `fdatasync` (the leader); `None` once the ledger
+    /// is dropped (the handle shares the log's `flock`, which must go with the ledger).
+    file: Mutex<Option<std::fs::File>>,
     synced: watch::Sender<Synced>,
+    /// Test hooks: syncs run so far; the next sync fails as if the disk refused it.
+    #[cfg(test)]
+    count: AtomicU64,
+    #[cfg(test)]
+    fail_next: AtomicBool,
 }
 
 #[derive(Default)]
 struct SyncState {
     written: u64,
-    stop: bool,
 }
 
 #[derive(Clone, Default)]
 struct Synced {
     up_to: u64,
     failed: Option<String>,
+}
+
+impl Syncer {
+    /// Run one `fdatasync` covering everything written so far, unless another caller is
+    /// running one (`false`: wait for its outcome) or everything written is synced.
+    ///
+    /// Blocks the calling thread for the sync (tens of µs to a few ms), as a PostgreSQL
+    /// backend flushing its commit does: handing the sync to a thread and back cost two
+    /// wake-ups per commit on the latency path. At most one runtime thread is in it at a
+    /// time; the others go on with other sessions.
+    fn lead(&self) -> bool {
+        let guard = match self.file.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::WouldBlock) => return false,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        let done = self.synced.borrow().up_to;
+        let target = lock(&self.state).written;
+        if target <= done || self.synced.borrow().failed.is_some() {
+            return true;
+        }
+        let result = match guard.as_ref() {
+            Some(file) => file
+                .sync_data()
+                .map_err(|e| format!("cannot sync the append log: {e}")),
+            None => Err("the evidence ledger stopped".to_string()),
+        };
+        #[cfg(test)]
+        let result = {
+            self.count.fetch_add(1, Ordering::SeqCst);
+            match self.fail_next.swap(false, Ordering::SeqCst) {
+                true => Err("cannot sync the append log: injected by a test".to_string()),
+                false => result,
+            }
+        };
+        // Released before publishing: a follower woken by the publication may lead next.
+        drop(guard);
+        match result {
+            Ok(()) => self.synced.send_modify(|v| v.up_to = v.up_to.max(target)),
+            Err(e) => {
+                tracing::error!("evidence append log: {e}");
+                // The log's state on disk is unknown: stop acknowledging anything.
+                self.synced.send_modify(|v| v.failed = Some(e));
+            }
+        }
+        true
+    }
+
+    /// Resolves once records up to `last` (written) are synced, leading syncs as needed.
+    async fn synced(&self, last: u64) -> Result<(), LedgerError> {
+        let mut rx = self.synced.subscribe();
+        loop {
+            {
+                let v = rx.borrow_and_update();
+                if v.up_to >= last {
+                    return Ok(());
+                }
+                if let Some(e) = &v.failed {
+                    return Err(unavailable(e.clone()));
+                }
+            }
+            if !self.lead() {
+                // The leader publishes after releasing `file`, so this wakes in time to
+                // lead the next round if its sync started before our line was written.
+                rx.changed()
+                    .await
+                    .map_err(|_| unavailable("the evidence ledger stopped"))?;
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -290,11 +368,11 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Let the indexer drain and exit, and the syncer stop, before the log's lock goes.
+        // Let the indexer drain and exit before the log's lock goes (with the syncer's
+        // handle on the log: a future still waiting on it is answered "stopped").
         drop(lock(&self.index_tx).take());
         if let Some(s) = &self.syncer {
-            lock(&s.state).stop = true;
-            s.wake.notify_all();
+            drop(lock(&s.file).take());
         }
         for t in std::mem::take(&mut *lock(&self.threads)) {
             let _ = t.join();
@@ -318,7 +396,7 @@ fn unavailable(s: impl Into<String>) -> LedgerError {
 
 impl Ledger {
     /// Take the store's append log, recover what it holds, and start the indexer (and
-    /// the syncer under `fsync`). A ledger that cannot start refuses every append.
+    /// the syncer's handle under `fsync`). A ledger that cannot start refuses every append.
     pub(crate) fn spawn(cfg: WriterConfig) -> Ledger {
         let shared = Arc::new(Shared {
             backlog: AtomicUsize::new(0),
@@ -343,8 +421,7 @@ impl Ledger {
             Ok((mut chain, conn)) => {
                 if cfg.durability == Durability::Fsync {
                     match start_syncer(&chain.journal) {
-                        Ok((syncer, handle)) => {
-                            lock(&inner.threads).push(handle);
+                        Ok(syncer) => {
                             chain.syncer = Some(syncer.clone());
                             inner.syncer = Some(syncer);
                         }
@@ -485,7 +562,7 @@ impl Ledger {
         let chain = self.inner.chain.as_ref().ok().cloned();
         let shared = self.inner.shared.clone();
         let (soft_limit, pace_wait) = (self.inner.backlog_limit / 2, self.inner.pace_wait);
-        let synced = self.inner.syncer.as_ref().map(|s| s.synced.subscribe());
+        let syncer = self.inner.syncer.clone();
         async move {
             // The first awaited future writes every line placed before it (its own and any
             // other session's): one write(2) for a batch of statements, a session.start and
@@ -508,15 +585,8 @@ impl Ledger {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
-            if let Some(mut rx) = synced {
-                let s = rx
-                    .wait_for(|s| s.up_to >= last || s.failed.is_some())
-                    .await
-                    .map_err(|_| unavailable("the evidence syncer stopped"))?
-                    .clone();
-                if s.up_to < last {
-                    return Err(unavailable(s.failed.unwrap_or_default()));
-                }
+            if let Some(s) = syncer {
+                s.synced(last).await?;
             }
             Ok(())
         }
@@ -702,6 +772,14 @@ impl Ledger {
         }
     }
 
+    /// Test hook (`fsync` durability): how many syncs ran; with `fail`, the next one fails.
+    #[cfg(test)]
+    pub(crate) fn syncs(&self, fail: bool) -> u64 {
+        let s = self.inner.syncer.as_ref().expect("fsync durability");
+        s.fail_next.store(fail, Ordering::SeqCst);
+        s.count.load(Ordering::SeqCst)
+    }
+
     /// Test hook: make the indexer thread panic.
     #[cfg(test)]
     pub(crate) fn crash_writer(&self) {
@@ -753,51 +831,19 @@ fn start(cfg: &WriterConfig, shared: &Shared) -> Result<(Chain, Connection), Str
     ))
 }
 
-fn start_syncer(journal: &Journal) -> Result<(Arc<Syncer>, std::thread::JoinHandle<()>), String> {
+fn start_syncer(journal: &Journal) -> Result<Arc<Syncer>, String> {
     let file = journal
         .handle()
         .map_err(|e| format!("cannot open the append log for syncing: {e}"))?;
-    let syncer = Arc::new(Syncer {
+    Ok(Arc::new(Syncer {
         state: Mutex::new(SyncState::default()),
-        wake: Condvar::new(),
+        file: Mutex::new(Some(file)),
         synced: watch::channel(Synced::default()).0,
-    });
-    let s = syncer.clone();
-    let handle = std::thread::Builder::new()
-        .name("warden-fsync".into())
-        .spawn(move || sync_loop(&s, &file))
-        .map_err(|e| format!("cannot start the evidence syncer: {e}"))?;
-    Ok((syncer, handle))
-}
-
-/// One `fdatasync` per round covers every line written before it.
-fn sync_loop(s: &Syncer, file: &std::fs::File) {
-    let mut synced = 0;
-    loop {
-        let target = {
-            let mut st = lock(&s.state);
-            while st.written <= synced && !st.stop {
-                st = s.wake.wait(st).unwrap_or_else(|p| p.into_inner());
-            }
-            if st.written <= synced {
-                return; // stopping, nothing left to sync
-            }
-            st.written
-        };
-        match file.sync_data() {
-            Ok(()) => {
-                synced = target;
-                s.synced.send_modify(|v| v.up_to = target);
-            }
-            Err(e) => {
-                tracing::error!("cannot sync the evidence append log: {e}");
-                s.synced
-                    .send_modify(|v| v.failed = Some(format!("cannot sync the append log: {e}")));
-                // The log's state on disk is unknown: stop acknowledging anything.
-                return;
-            }
-        }
-    }
+        #[cfg(test)]
+        count: AtomicU64::new(0),
+        #[cfg(test)]
+        fail_next: AtomicBool::new(false),
+    }))
 }
 
 /// Counts a reader waiting for the index while it lives.

@@ -281,6 +281,75 @@ async fn a_batch_whose_log_write_failed_is_not_acknowledged() {
     ledger.submit_all(batch).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_appends_from_many_sessions_share_syncs_and_each_waits_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Fsync).unwrap();
+    let ledger = store.ledger();
+    let tasks: Vec<_> = (0..32)
+        .map(|t| {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    // A background record (a response) rides on the next awaited one.
+                    ledger.append_background(rec(
+                        t * 100 + i,
+                        "agent:bot",
+                        "orders",
+                        RecordKind::ActionResponse,
+                    ));
+                    let before = ledger.syncs(false);
+                    ledger
+                        .append(rec(
+                            t * 100 + 50 + i,
+                            "agent:bot",
+                            "orders",
+                            RecordKind::ActionRequest,
+                        ))
+                        .await
+                        .unwrap();
+                    // Acknowledged only once a sync that ran after the write completed.
+                    assert!(ledger.syncs(false) > before);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let syncs = ledger.syncs(false);
+    assert!(
+        (1..=320).contains(&syncs),
+        "{syncs} syncs for 320 awaited appends"
+    );
+    ledger.flush().await.unwrap();
+    let report = store.verify(&mut |_, _| {}).unwrap();
+    assert_eq!((report.records, report.problem), (640, None));
+}
+
+#[tokio::test]
+async fn a_failed_sync_refuses_that_append_and_every_later_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Fsync).unwrap();
+    let ledger = store.ledger();
+    ledger
+        .append(rec(0, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap();
+    ledger.syncs(true);
+    let err = ledger
+        .append(rec(1, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("injected by a test"), "{err}");
+    // What reached the disk is unknown now: nothing more is acknowledged.
+    let err = ledger
+        .append(rec(2, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot sync"), "{err}");
+}
+
 async fn tampered(n: u64, sql: &str) -> (u64, String) {
     let dir = tempfile::tempdir().unwrap();
     {
