@@ -807,6 +807,9 @@ fn start(cfg: &WriterConfig, shared: &Shared) -> Result<(Chain, Connection), Str
         crate::sqlite::open_connection(&cfg.path, cfg.durability, cfg.busy_timeout, false)
             .map_err(|e| format!("cannot open the evidence database: {e}"))?;
     journal.replay(&mut conn)?;
+    if cfg.durability == Durability::Fsync {
+        journal.preallocate();
+    }
     let (seq, hash) =
         crate::sqlite::read_head(&conn).map_err(|e| format!("cannot read the chain head: {e}"))?;
     shared.indexed.store(seq, Ordering::SeqCst);

@@ -545,6 +545,56 @@ async fn a_locked_database_delays_indexing_and_a_long_backlog_fails_closed() {
 }
 
 #[tokio::test]
+async fn a_zero_filled_fsync_log_is_recovered_up_to_its_last_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/evidence.db");
+    let log = crate::journal::path_for(&db);
+    let n = {
+        let store =
+            Store::open("sqlite://data/evidence.db", dir.path(), Durability::Fsync).unwrap();
+        let ledger = store.ledger();
+        ledger.stall_indexer();
+        // Past one zero-filled stretch into the next.
+        let mut n = 0;
+        while std::fs::metadata(&log).unwrap().len() <= crate::journal::PREALLOC {
+            ledger
+                .append(rec(n, "agent:bot", "orders", RecordKind::ActionRequest))
+                .await
+                .unwrap();
+            n += 1;
+        }
+        let bytes = std::fs::read(&log).unwrap();
+        assert_eq!(bytes.len() as u64 % crate::journal::PREALLOC, 0);
+        let end = bytes.iter().position(|&b| b == 0).unwrap();
+        assert!(
+            bytes[end..].iter().all(|&b| b == 0),
+            "zeros only after the lines"
+        );
+        assert_eq!(bytes[end - 1], b'\n');
+        assert_eq!(
+            bytes[..end].iter().filter(|&&b| b == b'\n').count() as u64,
+            n
+        );
+        // A reader in another process finds the last line behind the zeros.
+        assert_eq!(crate::journal::last_seq(&db), Some(n));
+        n
+    };
+    // A reader opening the store after the crash indexes every line and empties the log.
+    let store = open(dir.path());
+    let report = store.verify(&mut |_, _| {}).unwrap();
+    assert_eq!((report.records, report.problem), (n, None));
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+    drop(store);
+    let store = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Fsync).unwrap();
+    let a = store
+        .ledger()
+        .append(rec(n, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap();
+    assert_eq!(a.seq, n + 1);
+}
+
+#[tokio::test]
 async fn acknowledged_records_survive_a_crash_before_indexing() {
     let dir = tempfile::tempdir().unwrap();
     {
