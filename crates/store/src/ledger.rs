@@ -300,10 +300,30 @@ impl Syncer {
         };
         let done = self.synced.borrow().up_to;
         let target = lock(&self.state).written;
-        if target <= done || self.synced.borrow().failed.is_some() {
-            return true;
+        let result = if target <= done || self.synced.borrow().failed.is_some() {
+            None
+        } else {
+            Some(self.sync(guard.as_ref()))
+        };
+        // Released before publishing: a follower woken by the publication may lead next.
+        drop(guard);
+        // Every round publishes, even one that had nothing to sync: a waiter that found the
+        // handle taken (by this round) waits for a publication, and its line may have been
+        // written after this round read `written`.
+        match result {
+            None => self.synced.send_modify(|_| ()),
+            Some(Ok(())) => self.synced.send_modify(|v| v.up_to = v.up_to.max(target)),
+            Some(Err(e)) => {
+                tracing::error!("evidence append log: {e}");
+                // The log's state on disk is unknown: stop acknowledging anything.
+                self.synced.send_modify(|v| v.failed = Some(e));
+            }
         }
-        let result = match guard.as_ref() {
+        true
+    }
+
+    fn sync(&self, file: Option<&std::fs::File>) -> Result<(), String> {
+        let result = match file {
             Some(file) => file
                 .sync_data()
                 .map_err(|e| format!("cannot sync the append log: {e}")),
@@ -317,17 +337,7 @@ impl Syncer {
                 false => result,
             }
         };
-        // Released before publishing: a follower woken by the publication may lead next.
-        drop(guard);
-        match result {
-            Ok(()) => self.synced.send_modify(|v| v.up_to = v.up_to.max(target)),
-            Err(e) => {
-                tracing::error!("evidence append log: {e}");
-                // The log's state on disk is unknown: stop acknowledging anything.
-                self.synced.send_modify(|v| v.failed = Some(e));
-            }
-        }
-        true
+        result
     }
 
     /// Resolves once records up to `last` (written) are synced, leading syncs as needed.
