@@ -435,6 +435,19 @@ def test_sigkill_keeps_every_answered_statement(pg, durability):
             got = list(answered)
         assert len(got) >= 300
 
+        # What the killed gateway left in its append log: under fsync the lines, then zeros
+        # up to a 256 KiB boundary (zero-filled ahead so that a sync has no metadata to
+        # write); under process the lines only. (Empty only if killed just after the log
+        # was emptied once indexed.)
+        data = (tmp / "data" / "evidence.db.appendlog").read_bytes()
+        end = data.find(b"\0")
+        if durability == "fsync" and data:
+            assert len(data) % (256 * 1024) == 0, len(data)
+            assert end > 0 and data[end - 1] == ord("\n"), data[max(0, end - 80):end + 8]
+            assert data[end:] == bytes(len(data) - end), "only zeros after the lines"
+        if durability == "process":
+            assert end == -1, "no zeros in a process-durability log"
+
         # Restart on the same store: recovery, then the chain and checkpoints verify.
         w.proc, w.log = start_warden(w.config, w.port, tmp, name="warden-restarted")
         code, out = w.verify()
