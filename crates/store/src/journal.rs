@@ -140,7 +140,7 @@ impl Journal {
         Ok(())
     }
 
-    /// A second handle on the same open file (for the syncer thread).
+    /// A second handle on the same open file (the one `fsync` durability syncs).
     pub(crate) fn handle(&self) -> std::io::Result<File> {
         self.file.try_clone()
     }

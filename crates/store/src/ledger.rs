@@ -209,7 +209,8 @@ impl Chain {
         }
         self.written = last;
         if let Some(s) = &self.syncer {
-            lock(&s.state).written = last;
+            // After the write: a leader that reads this syncs a file that holds the lines.
+            s.written.store(last, Ordering::Release);
         }
         Ok(())
     }
@@ -261,7 +262,7 @@ impl Shared {
 /// Fsync durability: what is written, what is synced, and the handle a leader syncs.
 struct Syncer {
     /// Written up to (set under the chain lock, after each write of the log).
-    state: Mutex<SyncState>,
+    written: AtomicU64,
     /// Held by the one caller running an `fdatasync` (the leader); `None` once the ledger
     /// is dropped (the handle shares the log's `flock`, which must go with the ledger).
     file: Mutex<Option<std::fs::File>>,
@@ -271,11 +272,6 @@ struct Syncer {
     count: AtomicU64,
     #[cfg(test)]
     fail_next: AtomicBool,
-}
-
-#[derive(Default)]
-struct SyncState {
-    written: u64,
 }
 
 #[derive(Clone, Default)]
@@ -298,9 +294,12 @@ impl Syncer {
             Err(TryLockError::WouldBlock) => return false,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
         };
-        let done = self.synced.borrow().up_to;
-        let target = lock(&self.state).written;
-        let result = if target <= done || self.synced.borrow().failed.is_some() {
+        let (done, failed) = {
+            let v = self.synced.borrow();
+            (v.up_to, v.failed.is_some())
+        };
+        let target = self.written.load(Ordering::Acquire);
+        let result = if target <= done || failed {
             None
         } else {
             Some(self.sync(guard.as_ref()))
@@ -849,7 +848,7 @@ fn start_syncer(journal: &Journal) -> Result<Arc<Syncer>, String> {
         .handle()
         .map_err(|e| format!("cannot open the append log for syncing: {e}"))?;
     Ok(Arc::new(Syncer {
-        state: Mutex::new(SyncState::default()),
+        written: AtomicU64::new(0),
         file: Mutex::new(Some(file)),
         synced: watch::channel(Synced::default()).0,
         #[cfg(test)]

@@ -282,7 +282,7 @@ async fn a_batch_whose_log_write_failed_is_not_acknowledged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fsync_appends_from_many_sessions_share_syncs_and_each_waits_for_one() {
+async fn fsync_appends_from_many_sessions_each_wait_for_a_sync_after_their_write() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Fsync).unwrap();
     let ledger = store.ledger();
@@ -325,6 +325,33 @@ async fn fsync_appends_from_many_sessions_share_syncs_and_each_waits_for_one() {
     ledger.flush().await.unwrap();
     let report = store.verify(&mut |_, _| {}).unwrap();
     assert_eq!((report.records, report.problem), (640, None));
+}
+
+#[tokio::test]
+async fn one_fsync_covers_every_record_written_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Fsync).unwrap();
+    let ledger = store.ledger();
+    // Ten sessions' records placed, none awaited yet: nothing is written or synced.
+    let before = ledger.syncs(false);
+    let pending: Vec<_> = (0..10)
+        .map(|i| ledger.submit(rec(i, "agent:bot", "orders", RecordKind::ActionRequest)))
+        .collect();
+    assert_eq!(ledger.syncs(false), before);
+    // The first one awaited writes all ten lines and leads one sync; it covers the others.
+    let mut pending = pending.into_iter();
+    pending.next().unwrap().await.unwrap();
+    assert_eq!(ledger.syncs(false), before + 1);
+    for p in pending {
+        p.await.unwrap();
+    }
+    assert_eq!(ledger.syncs(false), before + 1, "one sync for ten records");
+    // A record written after that sync waits for a new one.
+    ledger
+        .append(rec(10, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap();
+    assert_eq!(ledger.syncs(false), before + 2);
 }
 
 #[tokio::test]
