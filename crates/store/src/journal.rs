@@ -258,7 +258,7 @@ fn recoverable(text: &[u8], head_seq: u64, head_hash: &str) -> Result<Vec<IndexR
         }
         seq = rec.seq;
         hash.clone_from(&rec.hash);
-        rows.push(IndexRow::new(rec, body.to_string()));
+        rows.push(IndexRow::new(&rec, body.to_string()));
     }
     Ok(rows)
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use warden_core::evidence::{ActionInfo, ApprovalInfo, DecisionInfo, ResponseInfo};
 use warden_core::{AuthMethod, Effect, EvidenceRecord, Principal};
 
-use crate::chain::{push_hash_member, write_str, write_value};
+use crate::chain::{hash_member_len, write_hash_member, write_str, write_value};
 
 /// A record's canonical JSON without `hash`, `prev_hash` and `seq`, and where they go.
 #[derive(Debug, Clone)]
@@ -31,11 +31,8 @@ impl Prepared {
     /// The record's hash and its stored body (canonical, with `"hash"` in its place),
     /// once the chain gave it `seq` and `prev_hash`.
     pub fn seal(&self, seq: u64, prev_hash: &str) -> (String, String) {
+        use std::fmt::Write;
         let t = &self.text;
-        let mut prev = String::with_capacity(prev_hash.len() + 16);
-        prev.push_str(",\"prev_hash\":");
-        write_str(&mut prev, prev_hash);
-        let seq = format!(",\"seq\":{seq}");
         // Always something before "prev_hash" (`id`, `kind`) and "seq" (`prev_hash`).
         let (a, b, c, d) = (
             &t[..self.at_hash],
@@ -43,19 +40,29 @@ impl Prepared {
             &t[self.at_prev..self.at_seq],
             &t[self.at_seq..],
         );
-        let mut h = Sha256::new();
-        for part in [a, b, &prev, c, &seq, d] {
-            h.update(part.as_bytes());
-        }
-        let hash = crate::chain::hex_lower(&h.finalize());
-        let mut body = String::with_capacity(t.len() + prev.len() + seq.len() + 80);
-        // `b` (never empty: `id`, `kind`) starts with `,"id"` unless `a` is just `{`.
-        push_hash_member(&mut body, a, &hash, b);
+        // The body is laid out once, with a gap where `"hash"` goes (its length: SHA-256
+        // in hex, and the commas `write_hash_member` adds): the hash covers everything but
+        // the gap, and then fills it — no temporary strings.
+        let mut body = String::with_capacity(t.len() + prev_hash.len() + 128);
+        body.push_str(a);
+        let gap_at = body.len();
+        let gap = hash_member_len(a, b);
+        body.extend(std::iter::repeat_n(' ', gap));
         body.push_str(b);
-        body.push_str(&prev);
+        body.push_str(",\"prev_hash\":");
+        write_str(&mut body, prev_hash);
         body.push_str(c);
-        body.push_str(&seq);
+        let _ = write!(body, ",\"seq\":{seq}");
         body.push_str(d);
+        let mut h = Sha256::new();
+        h.update(&body.as_bytes()[..gap_at]);
+        h.update(&body.as_bytes()[gap_at + gap..]);
+        let hash = crate::chain::hex_lower(&h.finalize());
+        // `b` (never empty: `id`, `kind`) starts with `,"id"` unless `a` is just `{`.
+        let mut member = String::with_capacity(gap);
+        write_hash_member(&mut member, a, &hash, b);
+        // Same length as the gap, so nothing moves (and were it not, still correct).
+        body.replace_range(gap_at..gap_at + gap, &member);
         (hash, body)
     }
 }
