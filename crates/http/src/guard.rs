@@ -112,18 +112,33 @@ impl Tracker {
                             return;
                         }
                         Some(i) => {
-                            self.line.extend_from_slice(&data[..i]);
-                            data = &data[i..];
-                            let line = std::mem::take(&mut self.line);
-                            match self.state {
-                                State::Head => self.on_head(&line),
-                                State::ChunkSize => self.on_chunk_size(&line),
-                                _ => self.state = State::Head,
+                            // Usually the whole section came in this read: read it where
+                            // it is. Otherwise complete the saved start, and keep the
+                            // buffer's capacity for the next one.
+                            let (section, rest) = data.split_at(i);
+                            data = rest;
+                            if self.line.is_empty() {
+                                self.on_section(section);
+                            } else {
+                                let mut line = std::mem::take(&mut self.line);
+                                line.extend_from_slice(section);
+                                self.on_section(&line);
+                                line.clear();
+                                self.line = line;
                             }
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// A complete header section, chunk-size line or trailer section.
+    fn on_section(&mut self, section: &[u8]) {
+        match self.state {
+            State::Head => self.on_head(section),
+            State::ChunkSize => self.on_chunk_size(section),
+            _ => self.state = State::Head,
         }
     }
 
@@ -266,27 +281,29 @@ fn trim_leading_crlf(mut b: &[u8]) -> &[u8] {
 /// `data` just past the blank line (`\r\n\r\n` or `\n\n`). A section that is only a blank
 /// line (no trailers) ends at its first line.
 fn find_section_end(prev: &[u8], data: &[u8]) -> Option<usize> {
-    // Last up-to-3 bytes of prev give context for a terminator split across reads.
-    let ctx_len = prev.len().min(3);
-    let ctx = &prev[prev.len() - ctx_len..];
-    let at_start = prev.is_empty();
-    let mut window: Vec<u8> = ctx.to_vec();
-    for (i, &b) in data.iter().enumerate() {
-        window.push(b);
-        if window.len() > 4 {
-            window.remove(0);
+    // The section is `prev` then `data`; look only at each LF and the (up to) three bytes
+    // before it, which may lie in `prev` when the terminator was split across reads.
+    let at = |k: usize| {
+        if k < prev.len() {
+            prev[k]
+        } else {
+            data[k - prev.len()]
         }
-        if b == b'\n' {
-            let total = prev.len() + i + 1;
-            let w = &window[..];
-            // A section that starts with an empty line: "\r\n" or "\n" alone.
-            if at_start && (total == 1 || (total == 2 && w.ends_with(b"\r\n"))) {
-                return Some(i + 1);
-            }
-            if w.ends_with(b"\r\n\r\n") || w.ends_with(b"\n\n") || w.ends_with(b"\n\r\n") {
-                return Some(i + 1);
-            }
+    };
+    let mut from = 0;
+    while let Some(off) = data[from..].iter().position(|&b| b == b'\n') {
+        let i = from + off;
+        let total = prev.len() + i + 1;
+        let before = |n: usize| (total > n).then(|| at(total - 1 - n));
+        // A section that starts with an empty line: "\r\n" or "\n" alone.
+        if prev.is_empty() && (total == 1 || (total == 2 && before(1) == Some(b'\r'))) {
+            return Some(i + 1);
         }
+        // Ends in "\n\n", "\n\r\n" (and so "\r\n\r\n").
+        if before(1) == Some(b'\n') || (before(1) == Some(b'\r') && before(2) == Some(b'\n')) {
+            return Some(i + 1);
+        }
+        from = i + 1;
     }
     None
 }
@@ -411,5 +428,65 @@ mod tests {
             run(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04"]),
             None
         );
+    }
+
+    /// The first implementation (a sliding window of the last four bytes), kept as the
+    /// definition the faster search must match.
+    fn find_section_end_reference(prev: &[u8], data: &[u8]) -> Option<usize> {
+        let ctx_len = prev.len().min(3);
+        let ctx = &prev[prev.len() - ctx_len..];
+        let at_start = prev.is_empty();
+        let mut window: Vec<u8> = ctx.to_vec();
+        for (i, &b) in data.iter().enumerate() {
+            window.push(b);
+            if window.len() > 4 {
+                window.remove(0);
+            }
+            if b == b'\n' {
+                let total = prev.len() + i + 1;
+                let w = &window[..];
+                if at_start && (total == 1 || (total == 2 && w.ends_with(b"\r\n"))) {
+                    return Some(i + 1);
+                }
+                if w.ends_with(b"\r\n\r\n") || w.ends_with(b"\n\n") || w.ends_with(b"\n\r\n") {
+                    return Some(i + 1);
+                }
+            }
+        }
+        None
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_section_end_is_found_as_the_window_finds_it(
+            prev in proptest::collection::vec(proptest::sample::select(b"\r\nab".to_vec()), 0..8),
+            data in proptest::collection::vec(proptest::sample::select(b"\r\nab".to_vec()), 0..16),
+        ) {
+            proptest::prop_assert_eq!(
+                find_section_end(&prev, &data),
+                find_section_end_reference(&prev, &data)
+            );
+        }
+
+        /// However the bytes are split into reads, the verdict is the same.
+        #[test]
+        fn any_split_of_the_stream_gives_the_same_verdict(
+            data in proptest::collection::vec(
+                proptest::sample::select(b"\r\n\0 :aGET/HTP1.0Content-Length5Transfer-Encodingchunked".to_vec()),
+                0..160,
+            ),
+            cuts in proptest::collection::vec(0usize..160, 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c <= data.len()).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut last = 0;
+            for c in cuts {
+                chunks.push(&data[last..c]);
+                last = c;
+            }
+            chunks.push(&data[last..]);
+            proptest::prop_assert_eq!(run(&chunks), run(&[&data]));
+        }
     }
 }
