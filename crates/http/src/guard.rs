@@ -20,6 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Largest header section followed; beyond it hyper refuses the request anyway.
 const MAX_HEAD: usize = 256 * 1024;
+/// A buffer for sections split across reads is kept between requests up to this size.
+const KEEP_BUFFER: usize = 8 * 1024;
 
 /// Why the connection was poisoned (shared with the request handler).
 #[derive(Clone, Default)]
@@ -114,7 +116,8 @@ impl Tracker {
                         Some(i) => {
                             // Usually the whole section came in this read: read it where
                             // it is. Otherwise complete the saved start, and keep the
-                            // buffer's capacity for the next one.
+                            // buffer for the next one unless it grew large (an idle
+                            // keep-alive connection must not hold a 256 KiB header's worth).
                             let (section, rest) = data.split_at(i);
                             data = rest;
                             if self.line.is_empty() {
@@ -123,8 +126,10 @@ impl Tracker {
                                 let mut line = std::mem::take(&mut self.line);
                                 line.extend_from_slice(section);
                                 self.on_section(&line);
-                                line.clear();
-                                self.line = line;
+                                if line.capacity() <= KEEP_BUFFER {
+                                    line.clear();
+                                    self.line = line;
+                                }
                             }
                         }
                     }
@@ -434,6 +439,21 @@ mod tests {
         assert_eq!(whole, Some("a bare LF line ending in the header section"));
         assert_eq!(bytewise(s), whole);
         assert_eq!(run(&[&s[..1], &s[1..]]), whole);
+    }
+
+    #[test]
+    fn a_large_split_header_is_not_kept_after_its_request() {
+        let mut t = Tracker::new(Poison::default());
+        let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(100_000));
+        let (a, b) = big.as_bytes().split_at(50_000);
+        t.feed(a);
+        t.feed(b);
+        assert_eq!(t.state, State::Head);
+        assert_eq!(t.line.capacity(), 0, "a 100 KB buffer outlived its request");
+        // A small one split across reads keeps its buffer for the next request.
+        t.feed(b"GET / HTTP/1.1\r\nHost");
+        t.feed(b": a\r\n\r\n");
+        assert!(t.line.is_empty() && (1..=KEEP_BUFFER).contains(&t.line.capacity()));
     }
 
     #[test]
