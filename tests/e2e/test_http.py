@@ -438,10 +438,17 @@ def response_for(hw, req: dict) -> dict:
     return recs[0]
 
 
-def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Send raw bytes, read until the server closes or goes quiet."""
+def raw(port: int, data: bytes | list[bytes], timeout: float = 5.0) -> bytes:
+    """Send raw bytes (a list: one write each, Nagle off, a pause between, so the server
+    most likely reads them apart), read until the server closes or goes quiet."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
+        if isinstance(data, list):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for part in data:
+                s.sendall(part)
+                time.sleep(0.005)
+        else:
+            s.sendall(data)
         out = b""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -771,6 +778,34 @@ def test_smuggling_and_injection_refused(hw, case):
         assert not seen_with(m), case
     else:
         assert not seen_with(m + "2")
+    assert hw.alive()
+
+
+def cut(data: bytes, step: int) -> list[bytes]:
+    return [data[i:i + step] for i in range(0, len(data), step)]
+
+
+@pytest.mark.parametrize("case", sorted(SMUGGLING))
+def test_smuggling_refused_however_the_reads_are_cut(hw, case):
+    """The framing guard's verdict must not depend on how the stream is cut into reads:
+    each case again, after an empty line cut between its CR and LF, in 7-byte writes."""
+    m = uuid.uuid4().hex[:8]
+    data = SMUGGLING[case].replace(b"{m}", m.encode()).replace(b"{k}", key(hw).encode())
+    out = raw(hw.hport, [b"\r", b"\n"] + cut(data, 7))
+    statuses = [int(line.split()[1]) for line in out.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    assert statuses and statuses[-1] == 400, (case, out[:300])
+    assert not seen_with(m + "2" if case == "smuggled_second" else m), case
+    assert hw.alive()
+
+
+def test_a_cut_empty_line_does_not_make_the_next_line_a_preface(hw):
+    """`\r` | `\n` | `PRI * HTTP/2.0`: not an HTTP/2 preface (it is not the connection's
+    first bytes); what follows is refused, not forwarded (found by the http_guard fuzz target)."""
+    m = uuid.uuid4().hex[:8]
+    smuggled = SMUGGLING["cl_then_te"].replace(b"{m}", m.encode()).replace(b"{k}", key(hw).encode())
+    out = raw(hw.hport, [b"\r", b"\n", b"PRI * HTTP/2.0\r\n\r\n" + smuggled])
+    assert status_of(out) == 400, out[:300]
+    assert not seen_with(m)
     assert hw.alive()
 
 
