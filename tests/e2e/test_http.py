@@ -13,6 +13,7 @@ import http.server
 import json
 import os
 import shutil
+import re
 import socket
 import ssl
 import subprocess
@@ -792,7 +793,9 @@ def test_smuggling_refused_however_the_reads_are_cut(hw, case):
     m = uuid.uuid4().hex[:8]
     data = SMUGGLING[case].replace(b"{m}", m.encode()).replace(b"{k}", key(hw).encode())
     out = raw(hw.hport, [b"\r", b"\n"] + cut(data, 7))
-    statuses = [int(line.split()[1]) for line in out.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    # Cut, the first request of `smuggled_second` may be answered before the second is
+    # refused; the refusal's status line then follows the first body directly.
+    statuses = [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", out)]
     assert statuses and statuses[-1] == 400, (case, out[:300])
     assert not seen_with(m + "2" if case == "smuggled_second" else m), case
     assert hw.alive()
