@@ -99,7 +99,7 @@ pub(crate) struct IndexRow {
     /// `id`, `ts`, `session_id`, `connection`, `prev_hash`, `hash`, back to back.
     cols: String,
     /// Where each of them ends in `cols`.
-    ends: [u32; COLS],
+    ends: [usize; COLS],
     /// Whether `session_id` and `connection` are present (bits 0 and 1).
     some: u8,
 }
@@ -124,11 +124,10 @@ impl IndexRow {
             &rec.hash,
         ];
         let mut cols = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        let mut ends = [0u32; COLS];
+        let mut ends = [0; COLS];
         for (end, part) in ends.iter_mut().zip(parts) {
             cols.push_str(part);
-            // Columns of a record are far below 4 GiB (the frame limits bound them).
-            *end = u32::try_from(cols.len()).unwrap_or(u32::MAX);
+            *end = cols.len();
         }
         IndexRow {
             seq: rec.seq,
@@ -142,8 +141,9 @@ impl IndexRow {
     }
 
     fn col(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        self.cols.get(start..self.ends[i] as usize).unwrap_or("")
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        // Always in range and on char boundaries: `ends` are the lengths `new` pushed.
+        self.cols.get(start..self.ends[i]).unwrap_or("")
     }
 
     fn id(&self) -> &str {

@@ -15,7 +15,10 @@ use sha2::{Digest, Sha256};
 use warden_core::evidence::{ActionInfo, ApprovalInfo, DecisionInfo, ResponseInfo};
 use warden_core::{AuthMethod, Effect, EvidenceRecord, Principal};
 
-use crate::chain::{hash_member_len, write_hash_member, write_str, write_value};
+use crate::chain::{write_hash_member, write_str, write_value};
+
+/// Stands in for a SHA-256 in hex while the body around it is hashed.
+const HASH_PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A record's canonical JSON without `hash`, `prev_hash` and `seq`, and where they go.
 #[derive(Debug, Clone)]
@@ -40,14 +43,14 @@ impl Prepared {
             &t[self.at_prev..self.at_seq],
             &t[self.at_seq..],
         );
-        // The body is laid out once, with a gap where `"hash"` goes (its length: SHA-256
-        // in hex, and the commas `write_hash_member` adds): the hash covers everything but
-        // the gap, and then fills it — no temporary strings.
+        // The body is laid out once, with a placeholder `"hash"` member (its length is the
+        // real one's: 64 hex digits, the same commas); the hash covers everything but that
+        // member, which is then overwritten in place — no temporary strings.
         let mut body = String::with_capacity(t.len() + prev_hash.len() + 128);
         body.push_str(a);
         let gap_at = body.len();
-        let gap = hash_member_len(a, b);
-        body.extend(std::iter::repeat_n(' ', gap));
+        write_hash_member(&mut body, a, HASH_PLACEHOLDER, b);
+        let gap = body.len() - gap_at;
         body.push_str(b);
         body.push_str(",\"prev_hash\":");
         write_str(&mut body, prev_hash);
