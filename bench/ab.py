@@ -10,7 +10,9 @@ and every target in turn: a new Warden from that binary on a fresh store, a 3 s 
 then `pgbench -S -n -M extended` (`--protocol simple`: `-M simple`) at 8 clients and at 1 client (and the same against
 pgbouncer and PostgreSQL directly, once per round). Reports tps and the
 gateway's CPU per transaction (utime + stime of all its threads from /proc, the evidence
-indexer included, with the indexer's own share), per round and as medians.
+indexer included, with the indexer's own share) and, at 8 clients, the whole machine's
+(busy time of every CPU from /proc/stat: proxy, PostgreSQL and pgbench — work a proxy
+adds on the database side shows only here), per round and as medians.
 
 On a shared 2-core VM the same binary moves by a few µs/tx from run to run; a difference
 smaller than that needs more rounds, or `--callgrind TX`: each target then runs once
@@ -178,14 +180,28 @@ class Gateway:
             raise h.BenchError(f"{self.w.name}: {errors[0]} from the JSON API")
 
 
-def timed(port: int, user: str, password: str, pid: int, clients: int) -> dict:
-    """harness.pgbench (tps, the process's CPU per transaction), plus the indexer's share."""
-    t0 = thread_ticks(pid)
+def machine_busy() -> float:
+    """CPU seconds spent by the whole machine so far (every CPU, all but idle and iowait)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(f) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(port: int, user: str, password: str, pid: int | None, clients: int) -> dict:
+    """harness.pgbench (tps, the process's CPU per transaction), plus the indexer's share
+    and the whole machine's CPU per transaction (`machine`: the proxy, PostgreSQL and
+    pgbench together — what a proxy costs the database side shows here)."""
+    t0 = thread_ticks(pid) if pid else {}
+    m0 = machine_busy()
     r = h.pgbench(port, user, "bench", password, clients, PROTOCOL, pid)
-    t1 = thread_ticks(pid)
+    m1 = machine_busy()
+    t1 = thread_ticks(pid) if pid else {}
     total = sum(t1.values()) - sum(t0.values())
     indexer = t1.get("warden-indexer", 0) - t0.get("warden-indexer", 0)
-    out = {"tps": r["tps"], "cpu": r.get("cpu_us_per_tx", 0.0)}
+    out = {"tps": r["tps"]}
+    if "cpu_us_per_tx" in r:
+        out["cpu"] = r["cpu_us_per_tx"]
+    if r.get("tx"):
+        out["machine"] = (m1 - m0) * 1e6 / r["tx"]
     if "warden-indexer" in t1:
         out["indexer"] = out["cpu"] * indexer / max(total, 1)
     return out
@@ -344,17 +360,18 @@ def main() -> int:
         rows["pgbouncer"].append((rb8, rb1))
         h.log(f"round {rnd} pgbouncer: c=8 {rb8['tps']:.0f} tps {rb8['cpu']:.1f} µs/tx; "
               f"c=1 {rb1['tps']:.0f} tps {rb1['cpu']:.1f} µs/tx")
-        rd8, rd1 = (h.pgbench(e.pg_port, "postgres", "bench", h.PG_PW, c, PROTOCOL)
-                    for c in (8, 1))
-        rows["direct"].append(({"tps": rd8["tps"]}, {"tps": rd1["tps"]}))
+        rd8, rd1 = (timed(e.pg_port, "postgres", h.PG_PW, None, c) for c in (8, 1))
+        rows["direct"].append((rd8, rd1))
         h.log(f"round {rnd} direct: c=8 {rd8['tps']:.0f} tps; c=1 {rd1['tps']:.0f} tps")
 
     print(f"\npgbench -S -n -M {PROTOCOL}, {args.seconds:g} s per run, {args.rounds} "
-          f"interleaved rounds, Warden's durability `{DURABILITY}`; CPU = the proxy's µs per transaction (all threads); "
+          f"interleaved rounds, Warden's durability `{DURABILITY}`; CPU = the proxy's µs per transaction (all threads), machine = every process's "
+          f"(proxy, PostgreSQL, pgbench); "
           + ("proxy on CPU 1, PostgreSQL and pgbench on CPU 0\n" if pin
              else "everything shares both CPUs\n"))
-    print("| target | c=8 tps | c=8 CPU µs/tx | of which indexer | c=1 tps | c=1 CPU µs/tx |")
-    print("|---|---|---|---|---|---|")
+    print("| target | c=8 tps | c=8 CPU µs/tx | of which indexer | c=8 machine µs/tx "
+          "| c=1 tps | c=1 CPU µs/tx |")
+    print("|---|---|---|---|---|---|---|")
     for name, rs in rows.items():
         def col(i: int, k: str, fmt: str = "{:.1f}") -> str:
             xs = [r[i][k] for r in rs if r[i] is not None and k in r[i]]
@@ -362,7 +379,7 @@ def main() -> int:
                 return "–"
             return f"{fmt.format(statistics.median(xs))} ({' / '.join(fmt.format(x) for x in xs)})"
         print(f"| {name} | {col(0, 'tps', '{:.0f}')} | {col(0, 'cpu')} | {col(0, 'indexer')} "
-              f"| {col(1, 'tps', '{:.0f}')} | {col(1, 'cpu')} |")
+              f"| {col(0, 'machine')} | {col(1, 'tps', '{:.0f}')} | {col(1, 'cpu')} |")
 
     def median_tps(name: str, i: int) -> float:
         return statistics.median(r[i]["tps"] for r in rows[name])

@@ -511,6 +511,8 @@ def pgbench(port: int, user: str, db: str, password: str, clients: int, mode: st
     if failed and int(failed.group(1)) != 0:
         raise BenchError(f"pgbench reported failed transactions:\n{out}")
     res = {"tps": float(tps.group(1)), "latency_ms": float(lat.group(1))}
+    if done:
+        res["tx"] = int(done.group(1))
     if cpu_pid and done and int(done.group(1)) > 0 and cpu == cpu:
         res["cpu_us_per_tx"] = cpu * 1e6 / int(done.group(1))
     return res
