@@ -1,6 +1,8 @@
 """Small helpers shared by the e2e tests."""
 from __future__ import annotations
 
+import socket
+import struct
 import uuid
 
 from conftest import wait_for
@@ -33,3 +35,34 @@ def response_for(w, request: dict, timeout: float = 10.0) -> dict:
 
 def session_records(w, session_id: str) -> list[dict]:
     return w.audit(session=session_id)
+
+
+def raw_login(warden, key: str, user: str = "agent:reporter", db: str = "orders") -> socket.socket:
+    """A raw-socket PostgreSQL session through Warden (cleartext auth via
+    `-c warden.auth=password`, loopback only), logged in and ready for a query."""
+    params = (b"user\0" + user.encode() + b"\0database\0" + db.encode() + b"\0"
+              b"options\0-c warden.auth=password\0\0")
+    body = struct.pack("!i", 196608) + params
+    s = socket.create_connection(("127.0.0.1", warden.port), timeout=10)
+    s.sendall(struct.pack("!i", len(body) + 4) + body)
+    buf = b""
+
+    def frame():
+        nonlocal buf
+        while len(buf) < 5 or len(buf) < 1 + struct.unpack("!i", buf[1:5])[0]:
+            chunk = s.recv(65536)
+            assert chunk, f"closed during startup; got {buf!r}"
+            buf += chunk
+        n = 1 + struct.unpack("!i", buf[1:5])[0]
+        f, buf = buf[:n], buf[n:]
+        return f[:1], f[5:]
+
+    tag_, body = frame()
+    assert tag_ == b"R" and struct.unpack("!i", body[:4])[0] == 3, (tag_, body)  # cleartext
+    pw = key.encode() + b"\0"
+    s.sendall(b"p" + struct.pack("!i", len(pw) + 4) + pw)
+    while True:
+        tag_, body = frame()
+        assert tag_ != b"E", body
+        if tag_ == b"Z":
+            return s

@@ -30,6 +30,7 @@ from conftest import (
     wait_for,
     write_config,
 )
+from helpers import one_request, response_for
 
 VERIFY_PY = REPO / "tools" / "verify_bundle.py"
 
@@ -381,6 +382,57 @@ def test_a_schema_4_store_is_reindexed_by_block_and_answers_the_same(pg):
 
 
 # ----------------------------------------------------------------------------- crash safety
+
+
+@pytest.mark.parametrize("durability", ["process", "fsync"])
+def test_reads_writes_and_mixed_batches_each_get_their_records(pg, durability):
+    """Under `fsync` a batch of pure reads is forwarded once its records are written, the
+    sync overlapping the query; anything else waits for the sync first. Through psycopg
+    (extended protocol, pipelines) and psql (several statements in one query string):
+    every statement answers correctly and has its request and response records, in a
+    chain that verifies."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"warden-e2e-reads-{durability}-"))
+    w = make_warden(pg, tmp, f'durability = "{durability}"\n')
+    run_id = uuid.uuid4().hex[:8]
+    try:
+        with w.connect("dana", autocommit=True) as conn:
+            texts = []
+            q = f"select %s::int as v /* {run_id} pure */"
+            assert conn.execute(q, (7,)).fetchone()[0] == 7
+            texts.append(q.replace("%s", "$1"))
+            q = f"select upper(%s) /* {run_id} function */"
+            assert conn.execute(q, ("x",)).fetchone()[0] == "X"
+            texts.append(q.replace("%s", "$1"))
+            conn.execute(f"create temp table t_{run_id}(a int)")
+            texts.append(f"create temp table t_{run_id}(a int)")
+            with conn.pipeline():
+                # One batch: a write and reads behind it.
+                conn.execute(f"insert into t_{run_id} values (1), (2)")
+                c1 = conn.execute(f"select count(*) from t_{run_id}")
+                c2 = conn.execute(f"select a from t_{run_id} order by a /* {run_id} */")
+            assert c1.fetchone()[0] == 2 and [r[0] for r in c2.fetchall()] == [1, 2]
+            texts += [f"insert into t_{run_id} values (1), (2)", f"select count(*) from t_{run_id}",
+                      f"select a from t_{run_id} order by a /* {run_id} */"]
+            with conn.pipeline():
+                # One batch of pure reads only.
+                r1 = conn.execute(f"select 1 /* {run_id} a */")
+                r2 = conn.execute(f"select 2 /* {run_id} b */")
+            assert r1.fetchone()[0] == 1 and r2.fetchone()[0] == 2
+            texts += [f"select 1 /* {run_id} a */", f"select 2 /* {run_id} b */"]
+        r = w.psql(f"select 'x{run_id}'; select 'y{run_id}'", w.keys["dana"].secret, user="user:dana")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == [f"x{run_id}", f"y{run_id}"], r.stdout
+        texts += [f"select 'x{run_id}'", f"select 'y{run_id}'"]
+
+        for t in texts:
+            req = one_request(w, t)
+            resp = response_for(w, req)
+            assert resp["response"]["status"] == "ok", (t, resp["response"])
+        code, out = w.verify()
+        assert code == 0, out
+    finally:
+        stop_process(w.proc)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.mark.parametrize("durability", ["process", "fsync"])

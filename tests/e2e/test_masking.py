@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Warden, free_port, run_warden, start_warden, stop_process, write_config
+from helpers import raw_login
 
 CUSTOMERS = [
     # id, name, email, card, ssn, note
@@ -120,6 +123,112 @@ def test_copy_out_is_masked(masked):
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.strip().splitlines()) == 3
     assert_masked(r.stdout)
+
+
+# ---- the extended protocol message by message (raw socket), to pin down which Describe
+# answers set the masking plan of which Execute.
+
+def _msg(tag: bytes, body: bytes) -> bytes:
+    return tag + struct.pack("!i", len(body) + 4) + body
+
+
+def _parse(name: str, sql: str) -> bytes:
+    return _msg(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0))
+
+
+def _bind(portal: str, stmt: str) -> bytes:
+    # no parameters, all results in text
+    return _msg(b"B", portal.encode() + b"\0" + stmt.encode() + b"\0" + struct.pack("!hhh", 0, 0, 0))
+
+
+def _describe_portal(portal: str) -> bytes:
+    return _msg(b"D", b"P" + portal.encode() + b"\0")
+
+
+def _execute(portal: str, max_rows: int = 0) -> bytes:
+    return _msg(b"E", portal.encode() + b"\0" + struct.pack("!i", max_rows))
+
+
+SYNC = _msg(b"S", b"")
+
+
+def _exchange(s: socket.socket, data: bytes) -> list[tuple[bytes, bytes]]:
+    """Send `data`, return every message answered up to ReadyForQuery."""
+    s.sendall(data)
+    buf, out = b"", []
+    while True:
+        while len(buf) >= 5 and len(buf) >= 1 + struct.unpack("!i", buf[1:5])[0]:
+            n = 1 + struct.unpack("!i", buf[1:5])[0]
+            out.append((buf[:1], buf[5:n]))
+            buf = buf[n:]
+            if out[-1][0] == b"Z":
+                return out
+        chunk = s.recv(65536)
+        assert chunk, f"connection closed; got {out!r}"
+        buf += chunk
+
+
+def _rows(msgs: list[tuple[bytes, bytes]]) -> list[list[str]]:
+    rows = []
+    for t, body in msgs:
+        if t != b"D":
+            continue
+        (n,), pos, row = struct.unpack("!h", body[:2]), 2, []
+        for _ in range(n):
+            (ln,) = struct.unpack("!i", body[pos:pos + 4])
+            pos += 4
+            row.append(None if ln < 0 else body[pos:pos + ln].decode())
+            pos += max(ln, 0)
+        rows.append(row)
+    return rows
+
+
+def test_extended_protocol_rows_are_masked_however_the_client_describes(masked):
+    """Warden learns each Execute's columns from a Describe of the portal: the client's
+    own when it comes right before the Execute (libpq: Parse, Bind, Describe, Execute,
+    Sync), else one of Warden's whose answer the client never sees. Either way the client
+    gets exactly the RowDescriptions it asked for and every row masked by the plan of the
+    portal it belongs to."""
+    s = raw_login(masked, masked.keys["reporter"].secret, db="orders")
+    with s:
+        q = "select id, email, card from customers order by id"
+        # 1. libpq's pattern: the client's Describe answers for the Execute.
+        msgs = _exchange(s, _parse("", q) + _bind("", "") + _describe_portal("") + _execute("") + SYNC)
+        tags = [t for t, _ in msgs]
+        assert tags == [b"1", b"2", b"T", b"D", b"D", b"D", b"C", b"Z"], tags
+        rows = _rows(msgs)
+        assert [r[0] for r in rows] == ["1", "2", "3"]
+        assert_masked(repr(rows))
+        assert rows[0][1].endswith("@example.com") and rows[0][2].endswith("1111"), rows
+
+        # 2. No Describe from the client: Warden's own, swallowed.
+        msgs = _exchange(s, _parse("", q) + _bind("", "") + _execute("") + SYNC)
+        assert [t for t, _ in msgs] == [b"1", b"2", b"D", b"D", b"D", b"C", b"Z"], msgs
+        assert_masked(repr(_rows(msgs)))
+
+        # 3. A portal run in two Executes (PortalSuspended between them): the second has
+        # no Describe of the client's right before it and is masked all the same.
+        msgs = _exchange(s, _parse("", q) + _bind("", "") + _describe_portal("")
+                         + _execute("", 1) + _execute("", 0) + SYNC)
+        assert [t for t, _ in msgs] == [b"1", b"2", b"T", b"D", b"s", b"D", b"D", b"C", b"Z"], msgs
+        assert_masked(repr(_rows(msgs)))
+        assert [r[0] for r in _rows(msgs)] == ["1", "2", "3"]
+
+        # 4. Two portals described one after the other, then executed: the rows of the
+        # first must not be masked by the plan of the second (whose Describe answered
+        # last). Column order differs, so a wrong plan leaves a raw email through.
+        msgs = _exchange(s, _parse("a", "select email, ssn from customers order by id")
+                         + _parse("b", "select id, name from customers order by id")
+                         + _bind("pa", "a") + _describe_portal("pa")
+                         + _bind("pb", "b") + _describe_portal("pb")
+                         + _execute("pa") + _execute("pb") + SYNC)
+        tags = [t for t, _ in msgs]
+        expected = [b"1", b"1", b"2", b"T", b"2", b"T"] + [b"D"] * 3 + [b"C"] + [b"D"] * 3
+        assert tags == expected + [b"C", b"Z"], tags
+        rows = _rows(msgs)
+        assert_masked(repr(rows))
+        assert rows[0][0].endswith("@example.com") and rows[0][0] != "jane.roe@example.com", rows
+        assert rows[3] == ["1", "Jane Roe"], rows
 
 
 def test_evidence_keeps_only_the_masked_copy(masked):

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from conftest import wait_for
-from helpers import records_with_text, tag
+from helpers import raw_login, records_with_text, tag
 
 
 def still_serves(warden):
@@ -148,35 +148,6 @@ def test_upstream_credential_not_leaked(warden):
 
 
 # ---- raw protocol client (cleartext auth via `-c warden.auth=password`, loopback only)
-
-def raw_login(warden, key: str, user: str = "agent:reporter") -> socket.socket:
-    params = (b"user\0" + user.encode() + b"\0database\0orders\0"
-              b"options\0-c warden.auth=password\0\0")
-    body = struct.pack("!i", 196608) + params
-    s = socket.create_connection(("127.0.0.1", warden.port), timeout=10)
-    s.sendall(struct.pack("!i", len(body) + 4) + body)
-    buf = b""
-
-    def frame():
-        nonlocal buf
-        while len(buf) < 5 or len(buf) < 1 + struct.unpack("!i", buf[1:5])[0]:
-            chunk = s.recv(65536)
-            assert chunk, f"closed during startup; got {buf!r}"
-            buf += chunk
-        n = 1 + struct.unpack("!i", buf[1:5])[0]
-        f, buf = buf[:n], buf[n:]
-        return f[:1], f[5:]
-
-    tag_, body = frame()
-    assert tag_ == b"R" and struct.unpack("!i", body[:4])[0] == 3, (tag_, body)  # cleartext
-    pw = key.encode() + b"\0"
-    s.sendall(b"p" + struct.pack("!i", len(pw) + 4) + pw)
-    while True:
-        tag_, body = frame()
-        assert tag_ != b"E", body
-        if tag_ == b"Z":
-            return s
-
 
 def test_raw_client_roundtrip(warden):
     s = raw_login(warden, warden.keys["reporter"].secret)

@@ -101,6 +101,10 @@ struct Shared {
     describes: VecDeque<(u64, bool)>,
     /// Boundaries (Sync / Query) sent so far: the sync group of the next message.
     boundaries: u64,
+    /// The last request record forwarded before it was synced (reads under `fsync`
+    /// durability, see `client_to_upstream`): nothing goes to the client until the
+    /// ledger has synced up to here.
+    must_sync: u64,
 }
 
 impl Shared {
@@ -121,6 +125,8 @@ impl Shared {
 struct Prepared {
     info: StatementInfo,
     decision: Decision,
+    /// `info.is_pure_read()`, asked once per Execute.
+    pure_read: bool,
     /// Parameter type oids declared by the Parse (0 = let the server infer).
     param_types: Vec<u32>,
 }
@@ -138,6 +144,16 @@ struct ClientState {
     /// statement per query, as `pgbench -M extended` and most drivers do) reuses it
     /// instead of classifying and deciding again.
     last_parse: Option<ParseMemo>,
+    /// The previous frame was the client's own Describe of the portal named
+    /// `described_portal`: its RowDescription comes back just before that portal's rows, so
+    /// an Execute of it right after needs no Describe of Warden's (libpq sends Parse, Bind,
+    /// Describe portal, Execute, Sync for every parameterized query).
+    just_described: bool,
+    described_portal: String,
+    /// How many of the request records of the batch being read are pure reads
+    /// (`StatementInfo::is_pure_read`): when all are, under `fsync` durability, the batch
+    /// is forwarded once its records are written and synced while the database works.
+    batch_reads: usize,
 }
 
 /// What a Parse decided, and every input the decision depended on besides the policy
@@ -373,10 +389,29 @@ async fn client_to_upstream(
                 Err(e) => return SessionEnd::ProtocolError(e),
             }
         }
+        // Fail closed: nothing in `out` is written unless every request record is durable
+        // — written to the append log, and under `fsync` durability synced. One exception,
+        // where the guarantee allows it: a batch whose every action is a pure read is
+        // forwarded once its records are written, and the sync runs while the database
+        // works; no result reaches the client before it completed (`Shared::must_sync`,
+        // checked by `upstream_to_client`), and if it fails the session ends there. A
+        // power loss in between loses the records of reads whose results nobody got.
+        let mut sync_after = None;
         if !records.is_empty() {
-            // Fail closed: nothing in `out` is written unless every request record is durable.
-            if let Err(e) = session.commit_requests(&mut records).await {
-                return SessionEnd::LedgerFailed(e.to_string());
+            let reads_only = std::mem::take(&mut st.batch_reads) == records.len();
+            match session.write_requests(&mut records) {
+                Err(e) => return SessionEnd::LedgerFailed(e.to_string()),
+                Ok(None) => {}
+                Ok(Some(last)) if reads_only && !out.is_empty() => {
+                    let mut sh = lock(shared);
+                    sh.must_sync = sh.must_sync.max(last);
+                    sync_after = Some(last);
+                }
+                Ok(Some(last)) => {
+                    if let Err(e) = session.requests_synced(last).await {
+                        return SessionEnd::LedgerFailed(e.to_string());
+                    }
+                }
             }
         }
         if !out.is_empty() {
@@ -384,6 +419,11 @@ async fn client_to_upstream(
                 return SessionEnd::UpstreamClosed(e.to_string());
             }
             out.clear();
+        }
+        if let Some(last) = sync_after
+            && let Err(e) = session.requests_synced(last).await
+        {
+            return SessionEnd::LedgerFailed(e.to_string());
         }
         if terminate {
             return SessionEnd::ClientTerminated;
@@ -417,6 +457,7 @@ async fn on_client_frame(
     io: &mut ClientIo<'_>,
 ) -> Result<Step, String> {
     let body = &frame[5..];
+    let just_described = std::mem::take(&mut st.just_described);
     match tag {
         b'Q' => {
             let text = codec::parse_query(body).map_err(|e| e.to_string())?;
@@ -508,6 +549,7 @@ async fn on_client_frame(
                 if d.effect == Effect::Approve {
                     rec.approval = approval.clone();
                 }
+                st.batch_reads += usize::from(s.is_pure_read());
                 sh.inflight
                     .push_back(Pending::Action(InFlight::new(RequestId::from(
                         rec.id.as_str(),
@@ -531,6 +573,7 @@ async fn on_client_frame(
                     let info = session.classify_one(p.query);
                     let decision = session.decide_sql(&info);
                     let prepared = Arc::new(Prepared {
+                        pure_read: info.is_pure_read(),
                         info,
                         decision,
                         param_types: p.param_types.clone(),
@@ -651,9 +694,12 @@ async fn on_client_frame(
                 apply_session_setting(session, &p.stmt.info);
                 let mut rec = session.request_record(action, &p.stmt.decision);
                 rec.approval = approval;
-                if session.masker.is_some() {
+                let described = just_described && st.described_portal == portal;
+                if session.masker.is_some() && !described {
                     // Learn the result columns (names, types, formats) to mask this
                     // portal's rows; the answer is consumed by Warden, not forwarded.
+                    // (After the client's own Describe of this portal its answer, which
+                    // the client gets, sets the plan: nothing answered comes between.)
                     codec::write_describe(out, b'P', portal);
                     let mut sh = lock(shared);
                     let group = sh.boundaries;
@@ -665,6 +711,7 @@ async fn on_client_frame(
                         rec.id.as_str(),
                     ))));
                 records.push(rec);
+                st.batch_reads += usize::from(p.stmt.pure_read);
             }
             // An unknown portal is forwarded as is: the database answers with its own error.
             out.extend_from_slice(frame);
@@ -680,7 +727,13 @@ async fn on_client_frame(
             out.extend_from_slice(frame);
         }
         b'D' => {
-            codec::parse_target(body, "Describe target").map_err(|e| e.to_string())?;
+            let (kind, name) =
+                codec::parse_target(body, "Describe target").map_err(|e| e.to_string())?;
+            if kind == b'P' {
+                st.just_described = true;
+                st.described_portal.clear();
+                st.described_portal.push_str(name);
+            }
             let mut sh = lock(shared);
             let group = sh.boundaries;
             sh.describes.push_back((group, false));
@@ -981,6 +1034,8 @@ async fn upstream_to_client(
     let limits = session.limits;
     let masker = session.masker.as_ref();
     let mut scratch_stats = warden_masking::MaskStats::default();
+    // Synced up to here, as far as this direction has waited for it (`Shared::must_sync`).
+    let mut synced = 0u64;
     loop {
         if buf.is_empty() || matches!(codec::split_frame(buf, MAX_BACKEND_FRAME), Ok(None)) {
             buf.reserve(64 * 1024);
@@ -1186,6 +1241,14 @@ async fn upstream_to_client(
         }
         scratch_stats.per_detector.clear();
         if !out.is_empty() {
+            // Results of reads forwarded before their records were synced wait for the sync.
+            let need = lock(shared).must_sync;
+            if need > synced {
+                if let Err(e) = session.requests_synced(need).await {
+                    return SessionEnd::LedgerFailed(e.to_string());
+                }
+                synced = need;
+            }
             if let Err(e) = cw.lock().await.write_all(&out).await {
                 return SessionEnd::ClientVanished(e.to_string());
             }

@@ -288,13 +288,27 @@ impl Session {
     }
 
     /// Commit the `action.request` records in `recs` (emptied, its capacity kept for the
-    /// next batch) and wait until all are durable. The caller must not forward any of the
-    /// actions if this fails (fail closed).
-    pub async fn commit_requests(&self, recs: &mut Vec<EvidenceRecord>) -> Result<(), LedgerError> {
+    /// next batch), in two steps: they are placed and written to the append log now (a
+    /// crash of the gateway no longer loses them); the returned seq is what
+    /// [`Session::requests_synced`] waits for before they are durable under `fsync`.
+    /// `None`: nothing to wait for (no records, or `process` durability, where written
+    /// is durable). The caller must not forward any of the actions if this fails, nor —
+    /// short of the one exception `warden_pg::relay` makes for pure reads — before the
+    /// sync (fail closed).
+    pub fn write_requests(
+        &self,
+        recs: &mut Vec<EvidenceRecord>,
+    ) -> Result<Option<u64>, LedgerError> {
         let n = recs.len() as u64;
-        self.pipeline.ledger.submit_all(recs.drain(..)).await?;
+        let last = self.pipeline.ledger.submit_written(recs.drain(..))?;
         self.actions.fetch_add(n, Ordering::Relaxed);
-        Ok(())
+        Ok(last.filter(|_| self.pipeline.ledger.needs_sync()))
+    }
+
+    /// Resolves once the records written up to `last` are synced (see
+    /// [`Session::write_requests`]).
+    pub async fn requests_synced(&self, last: u64) -> Result<(), LedgerError> {
+        self.pipeline.ledger.synced(last).await
     }
 
     /// Is there a standing grant for this `approve` decision? Returns the approval id

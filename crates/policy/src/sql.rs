@@ -116,6 +116,21 @@ pub struct StatementInfo {
     pub parse_error: Option<String>,
 }
 
+impl StatementInfo {
+    /// A query that reads and nothing else, as far as the statement's text shows: only
+    /// `select` kinds (so no `SELECT ... INTO`, no data-modifying `WITH`), parsed, and no
+    /// function call at all (`nextval`, `pg_terminate_backend`, `dblink_exec` and any
+    /// user function may write). What the text cannot show — a view or an operator whose
+    /// function has side effects — it cannot rule out either.
+    pub fn is_pure_read(&self) -> bool {
+        self.parse_error.is_none()
+            && self.functions.is_empty()
+            && self.set_var.is_none()
+            && !self.kinds.is_empty()
+            && self.kinds.iter().all(|k| *k == SqlKind::Select)
+    }
+}
+
 /// Longest statement text the classifier parses; longer text is `Unparsed`.
 pub const MAX_PARSE_BYTES: usize = 1024 * 1024;
 /// sqlparser recursion limit (nesting of subqueries, parentheses, ...).
@@ -1088,6 +1103,35 @@ mod tests {
             .kinds
             .into_iter()
             .collect()
+    }
+
+    #[test]
+    fn pure_reads_are_selects_without_function_calls() {
+        let pure = |q: &str| classify_one(q, Dialect::Postgres).is_pure_read();
+        assert!(pure("SELECT abalance FROM pgbench_accounts WHERE aid = $1"));
+        assert!(pure(
+            "SELECT a, b FROM t JOIN u ON t.id = u.id WHERE a > 1 ORDER BY b"
+        ));
+        assert!(pure("WITH x AS (SELECT 1 AS a) SELECT a FROM x"));
+        assert!(pure("SELECT * FROM t FOR UPDATE"));
+        for q in [
+            "SELECT nextval('s')",
+            "SELECT pg_terminate_backend(42)",
+            "SELECT * FROM t WHERE f(a)",
+            "SELECT count(*) FROM t",
+            "SELECT * INTO x FROM t",
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+            "INSERT INTO t SELECT * FROM u",
+            "UPDATE t SET a = 1 WHERE b = 2",
+            "SET search_path = x",
+            "COPY t TO STDOUT",
+            "CALL p()",
+            "EXPLAIN ANALYZE DELETE FROM t",
+            "SELEC oops",
+            "",
+        ] {
+            assert!(!pure(q), "{q:?} must not count as a pure read");
+        }
     }
 
     #[test]

@@ -307,6 +307,22 @@ impl Shared {
     }
 }
 
+/// Backpressure: while the indexer is more than half its backlog behind, hold the caller
+/// (its next action) back a little, so that a sustained burst slows sessions down instead
+/// of reaching the hard limit, where appends are refused. The records themselves are
+/// already written.
+async fn pace(shared: &Shared, soft_limit: usize, pace_wait: Duration) {
+    if shared.backlog.load(Ordering::Relaxed) > soft_limit {
+        let until = Instant::now() + pace_wait;
+        while shared.backlog.load(Ordering::Relaxed) > soft_limit
+            && shared.alive.load(Ordering::Relaxed)
+            && Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
 /// Fsync durability: what is written, what is synced, and the handle a leader syncs.
 struct Syncer {
     /// Written up to (set under the chain lock, after each write of the log).
@@ -609,6 +625,55 @@ impl Ledger {
         }
     }
 
+    /// [`Ledger::submit_all`] split in two for a caller that may act between the write
+    /// and the sync: places `recs` in order and writes them (and any line placed before
+    /// them) to the append log during this call — survived by a crash of the gateway
+    /// from then on. Returns the last seq placed (`None` for no records), for
+    /// [`Ledger::synced`]. Under `process` durability nothing is left to wait for.
+    pub fn submit_written<I>(&self, recs: I) -> Result<Option<u64>, LedgerError>
+    where
+        I: IntoIterator<Item = EvidenceRecord>,
+    {
+        let mut range: Option<(u64, u64)> = None;
+        for rec in recs {
+            let a = self.place(rec)?;
+            range = Some((range.map_or(a.seq, |r| r.0), a.seq));
+        }
+        let Some((first, last)) = range else {
+            return Ok(None);
+        };
+        if let Ok(chain) = &self.inner.chain {
+            lock(chain).make_durable(first, last).map_err(unavailable)?;
+        }
+        Ok(Some(last))
+    }
+
+    /// Whether written records still wait for an `fdatasync` (`fsync` durability) before
+    /// they are as durable as the ledger promises.
+    pub fn needs_sync(&self) -> bool {
+        self.inner.syncer.is_some()
+    }
+
+    /// Resolves once records up to `last`, already written ([`Ledger::submit_written`]),
+    /// are synced (under `fsync` durability; under `process` there is nothing to wait
+    /// for), running the sync itself when no one else is (`Syncer::lead`). Paced like
+    /// [`Ledger::submit`] while the indexer is far behind.
+    pub fn synced(
+        &self,
+        last: u64,
+    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send + 'static + use<> {
+        let syncer = self.inner.syncer.clone();
+        let shared = self.inner.shared.clone();
+        let (soft_limit, pace_wait) = (self.inner.backlog_limit / 2, self.inner.pace_wait);
+        async move {
+            pace(&shared, soft_limit, pace_wait).await;
+            match syncer {
+                Some(s) => s.synced(last).await,
+                None => Ok(()),
+            }
+        }
+    }
+
     /// Resolves once records `first..=last` (already placed) are as durable as the
     /// ledger's durability level promises.
     fn durable(
@@ -629,19 +694,7 @@ impl Ledger {
                     .make_durable(first, last)
                     .map_err(unavailable)?;
             }
-            // Backpressure: while the indexer is more than half its backlog behind, hold
-            // the caller (its next action) back a little, so that a sustained burst slows
-            // sessions down instead of reaching the hard limit, where appends are refused.
-            // The records themselves are already durable.
-            if shared.backlog.load(Ordering::Relaxed) > soft_limit {
-                let until = Instant::now() + pace_wait;
-                while shared.backlog.load(Ordering::Relaxed) > soft_limit
-                    && shared.alive.load(Ordering::Relaxed)
-                    && Instant::now() < until
-                {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
+            pace(&shared, soft_limit, pace_wait).await;
             if let Some(s) = syncer {
                 s.synced(last).await?;
             }

@@ -377,6 +377,66 @@ async fn a_failed_sync_refuses_that_append_and_every_later_one() {
     assert!(err.to_string().contains("cannot sync"), "{err}");
 }
 
+#[tokio::test]
+async fn written_now_synced_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Fsync).unwrap();
+    let ledger = store.ledger();
+    let log = dir.path().join("data/evidence.db.appendlog");
+    let before = ledger.syncs(false);
+    let batch: Vec<_> = (0..3)
+        .map(|i| rec(i, "agent:bot", "orders", RecordKind::ActionRequest))
+        .collect();
+    let last = ledger
+        .submit_written(batch)
+        .unwrap()
+        .expect("three records placed");
+    // In the log when the call returns (a crash of the process no longer loses them), not
+    // yet synced.
+    let text = std::fs::read(&log).unwrap();
+    let lines = text
+        .split(|&b| b == b'\n')
+        .filter(|l| l.first().is_some_and(|&b| b != 0));
+    assert_eq!(lines.count(), 3);
+    assert_eq!(ledger.syncs(false), before);
+    ledger.synced(last).await.unwrap();
+    assert_eq!(ledger.syncs(false), before + 1);
+    // Synced already: no second sync.
+    ledger.synced(last).await.unwrap();
+    assert_eq!(ledger.syncs(false), before + 1);
+    assert_eq!(ledger.submit_written(Vec::new()).unwrap(), None);
+    // A failed sync is reported to whoever waits for it, and refuses what follows.
+    let last = ledger
+        .submit_written([rec(3, "agent:bot", "orders", RecordKind::ActionRequest)])
+        .unwrap()
+        .unwrap();
+    ledger.syncs(true);
+    let err = ledger.synced(last).await.unwrap_err();
+    assert!(err.to_string().contains("injected by a test"), "{err}");
+    let err =
+        match ledger.submit_written([rec(4, "agent:bot", "orders", RecordKind::ActionRequest)]) {
+            Err(e) => e,
+            Ok(l) => ledger.synced(l.unwrap()).await.unwrap_err(),
+        };
+    assert!(err.to_string().contains("cannot sync"), "{err}");
+}
+
+#[tokio::test]
+async fn process_durability_has_nothing_to_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Process).unwrap();
+    let ledger = store.ledger();
+    assert!(!ledger.needs_sync());
+    let last = ledger
+        .submit_written([rec(0, "agent:bot", "orders", RecordKind::ActionRequest)])
+        .unwrap()
+        .unwrap();
+    ledger.synced(last).await.unwrap();
+    ledger.flush().await.unwrap();
+    let report = store.verify(&mut |_, _| {}).unwrap();
+    assert_eq!((report.records, report.problem), (1, None));
+}
+
 async fn tampered(n: u64, sql: &str) -> (u64, String) {
     let dir = tempfile::tempdir().unwrap();
     {
