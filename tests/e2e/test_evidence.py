@@ -10,11 +10,14 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -30,7 +33,7 @@ from conftest import (
     wait_for,
     write_config,
 )
-from helpers import one_request, response_for
+from helpers import one_request, raw_login, response_for
 
 VERIFY_PY = REPO / "tools" / "verify_bundle.py"
 
@@ -431,6 +434,70 @@ def test_reads_writes_and_mixed_batches_each_get_their_records(pg, durability):
         code, out = w.verify()
         assert code == 0, out
     finally:
+        stop_process(w.proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_read_forwarded_before_its_sync_returns_nothing_when_the_sync_fails(pg):
+    """Under `fsync` a pure read is forwarded before its records are synced; its results
+    must wait for the sync — also when another session is running it — and a failed sync
+    must withhold them. The debug build's hook (`<log>.fail-sync` exists: every sync takes
+    800 ms, then fails) lets session B lead a failing sync while the reads of sessions A
+    come back from the database: each A must get the 58000 error and not one row."""
+    tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-withheld-"))
+    w = make_warden(pg, tmp, 'durability = "fsync"\n')
+    marker = f"leak-{uuid.uuid4().hex[:8]}"
+    flag = tmp / "data" / "evidence.db.appendlog.fail-sync"
+    try:
+        readers = [raw_login(w, w.keys["reporter"].secret) for _ in range(4)]
+        b = w.connect("dana", autocommit=True)
+        b_error: list[str] = []
+
+        def b_statement():
+            try:
+                b.execute("select now()")  # a function call: not a pure read, leads the sync
+                b_error.append("answered")
+            except Exception as e:  # noqa: BLE001
+                b_error.append(str(e))
+
+        flag.touch()
+        tb = threading.Thread(target=b_statement)
+        tb.start()
+        time.sleep(0.2)  # B's sync (800 ms) is running now
+        q = f"select '{marker}'\0".encode()
+        for a in readers:
+            a.sendall(b"Q" + struct.pack("!i", len(q) + 4) + q)
+        # The sync blocks only those waiting for it: a new connection is answered (asked
+        # for its password) while B's sync is still running, not after it.
+        params = b"user\0agent:reporter\0database\0orders\0options\0-c warden.auth=password\0\0"
+        startup = struct.pack("!i", 196608) + params
+        with socket.create_connection(("127.0.0.1", w.port), timeout=10) as probe:
+            probe.sendall(struct.pack("!i", len(startup) + 4) + startup)
+            assert probe.recv(1) == b"R"
+            assert tb.is_alive(), "the new connection was answered only after the sync"
+        answers = []
+        for a in readers:
+            a.settimeout(10)
+            data = b""
+            while True:
+                try:
+                    chunk = a.recv(65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+            a.close()
+            answers.append(data)
+        tb.join(timeout=10)
+        assert b_error and "injected by a test" in b_error[0], (
+            f"session B was not refused by the fail-sync hook (a debug build is needed): {b_error}")
+        for data in answers:
+            assert marker.encode() not in data, f"a row of the read reached the client: {data!r}"
+            assert data[:1] == b"E" and b"58000" in data and b"withheld" in data, data
+        b.close()
+    finally:
+        flag.unlink(missing_ok=True)
         stop_process(w.proc)
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -285,6 +285,18 @@ pub async fn run(
                 Some("Warden fails closed: nothing runs that it cannot record."),
             );
         }
+        SessionEnd::ResultsWithheld(e) => {
+            codec::write_error(
+                &mut tail,
+                b'E',
+                "FATAL",
+                "58000",
+                &format!(
+                    "Warden: evidence ledger unavailable ({e}); the results of the read in flight were withheld"
+                ),
+                Some("Warden fails closed: no result leaves without its evidence made durable."),
+            );
+        }
         SessionEnd::UpstreamClosed(_) => {
             codec::write_error(
                 &mut tail,
@@ -423,7 +435,7 @@ async fn client_to_upstream(
         if let Some(last) = sync_after
             && let Err(e) = session.requests_synced(last).await
         {
-            return SessionEnd::LedgerFailed(e.to_string());
+            return SessionEnd::ResultsWithheld(e.to_string());
         }
         if terminate {
             return SessionEnd::ClientTerminated;
@@ -1245,7 +1257,7 @@ async fn upstream_to_client(
             let need = lock(shared).must_sync;
             if need > synced {
                 if let Err(e) = session.requests_synced(need).await {
-                    return SessionEnd::LedgerFailed(e.to_string());
+                    return SessionEnd::ResultsWithheld(e.to_string());
                 }
                 synced = need;
             }

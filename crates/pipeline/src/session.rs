@@ -26,6 +26,9 @@ pub enum SessionEnd {
     UpstreamClosed(String),
     ProtocolError(String),
     LedgerFailed(String),
+    /// The sync of a read's records failed after the read was forwarded (`fsync`
+    /// durability, pure reads only): its results were withheld.
+    ResultsWithheld(String),
     Shutdown,
     /// A logical (HTTP/MCP) session saw no request for this long.
     Idle(String),
@@ -39,6 +42,11 @@ impl SessionEnd {
             SessionEnd::UpstreamClosed(e) => format!("upstream closed the connection: {e}"),
             SessionEnd::ProtocolError(e) => format!("protocol error: {e}"),
             SessionEnd::LedgerFailed(e) => format!("evidence ledger failed: {e}"),
+            SessionEnd::ResultsWithheld(e) => {
+                format!(
+                    "evidence ledger failed after a read was forwarded: {e}; its results were withheld"
+                )
+            }
             SessionEnd::Shutdown => "gateway shutting down".into(),
             SessionEnd::Idle(d) => format!("no request for {d}"),
         }

@@ -323,6 +323,20 @@ async fn pace(shared: &Shared, soft_limit: usize, pace_wait: Duration) {
     }
 }
 
+/// Run `f`, which blocks this thread (an `fdatasync`), without blocking the runtime: on a
+/// multi-thread tokio runtime the worker's other duties — its queued tasks and, above all,
+/// polling the I/O driver, which a parked sibling does not take over by itself — move to
+/// another thread first (`block_in_place`), so a slow disk holds up the sessions waiting
+/// for the sync and no one else. This thread runs the sync itself (no wake-up on the
+/// latency path). Elsewhere (a current-thread runtime, no runtime) `f` just runs.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Fsync durability: what is written, what is synced, and the handle a leader syncs.
 struct Syncer {
     /// Written up to (set under the chain lock, after each write of the log).
@@ -336,6 +350,11 @@ struct Syncer {
     count: AtomicU64,
     #[cfg(test)]
     fail_next: AtomicBool,
+    /// End-to-end test hook, debug builds only (never in a release binary): while this
+    /// file exists, every sync takes 800 ms and then fails — what waits on a sync led by
+    /// another session can then be observed through real clients.
+    #[cfg(debug_assertions)]
+    fail_flag: std::path::PathBuf,
 }
 
 #[derive(Clone, Default)]
@@ -350,8 +369,8 @@ impl Syncer {
     ///
     /// Blocks the calling thread for the sync (tens of µs to a few ms), as a PostgreSQL
     /// backend flushing its commit does: handing the sync to a thread and back cost two
-    /// wake-ups per commit on the latency path. At most one runtime thread is in it at a
-    /// time; the others go on with other sessions.
+    /// wake-ups per commit on the latency path. The runtime's work on this thread moves
+    /// to another first (`off_the_runtime`). At most one thread is in a sync at a time.
     fn lead(&self) -> bool {
         let guard = match self.file.try_lock() {
             Ok(g) => g,
@@ -366,7 +385,7 @@ impl Syncer {
         let result = if target <= done || failed {
             None
         } else {
-            Some(self.sync(guard.as_ref()))
+            Some(off_the_runtime(|| self.sync(guard.as_ref())))
         };
         // Released before publishing: a follower woken by the publication may lead next.
         drop(guard);
@@ -386,6 +405,14 @@ impl Syncer {
     }
 
     fn sync(&self, file: Option<&std::fs::File>) -> Result<(), String> {
+        #[cfg(debug_assertions)]
+        if self.fail_flag.exists() {
+            std::thread::sleep(Duration::from_millis(800));
+            return Err(format!(
+                "cannot sync the append log: injected by a test ({} exists; debug builds only)",
+                self.fail_flag.display()
+            ));
+        }
         let result = match file {
             Some(file) => file
                 .sync_data()
@@ -954,6 +981,12 @@ fn start_syncer(journal: &Journal) -> Result<Arc<Syncer>, String> {
         count: AtomicU64::new(0),
         #[cfg(test)]
         fail_next: AtomicBool::new(false),
+        #[cfg(debug_assertions)]
+        fail_flag: {
+            let mut p = journal.path().as_os_str().to_owned();
+            p.push(".fail-sync");
+            p.into()
+        },
     }))
 }
 
