@@ -273,28 +273,24 @@ pub async fn run(
                 None,
             );
         }
-        SessionEnd::LedgerFailed(e) => {
+        SessionEnd::LedgerFailed(e) | SessionEnd::ResultsWithheld(e) => {
+            let (what, hint) = match &end {
+                SessionEnd::LedgerFailed(_) => (
+                    "the statement was not forwarded",
+                    "Warden fails closed: nothing runs that it cannot record.",
+                ),
+                _ => (
+                    "the results of the read in flight were withheld",
+                    "Warden fails closed: no result leaves without its evidence made durable.",
+                ),
+            };
             codec::write_error(
                 &mut tail,
                 b'E',
                 "FATAL",
                 "58000",
-                &format!(
-                    "Warden: evidence ledger unavailable ({e}); the statement was not forwarded"
-                ),
-                Some("Warden fails closed: nothing runs that it cannot record."),
-            );
-        }
-        SessionEnd::ResultsWithheld(e) => {
-            codec::write_error(
-                &mut tail,
-                b'E',
-                "FATAL",
-                "58000",
-                &format!(
-                    "Warden: evidence ledger unavailable ({e}); the results of the read in flight were withheld"
-                ),
-                Some("Warden fails closed: no result leaves without its evidence made durable."),
+                &format!("Warden: evidence ledger unavailable ({e}); {what}"),
+                Some(hint),
             );
         }
         SessionEnd::UpstreamClosed(_) => {
