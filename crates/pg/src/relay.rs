@@ -410,7 +410,9 @@ async fn client_to_upstream(
             match session.write_requests(&mut records) {
                 Err(e) => return SessionEnd::LedgerFailed(e.to_string()),
                 Ok(None) => {}
-                Ok(Some(last)) if reads_only && !out.is_empty() => {
+                Ok(Some(last))
+                    if reads_only && session.evidence_needs_sync() && !out.is_empty() =>
+                {
                     let mut sh = lock(shared);
                     sh.must_sync = sh.must_sync.max(last);
                     sync_after = Some(last);

@@ -297,12 +297,12 @@ impl Session {
 
     /// Commit the `action.request` records in `recs` (emptied, its capacity kept for the
     /// next batch), in two steps: they are placed and written to the append log now (a
-    /// crash of the gateway no longer loses them); the returned seq is what
-    /// [`Session::requests_synced`] waits for before they are durable under `fsync`.
-    /// `None`: nothing to wait for (no records, or `process` durability, where written
-    /// is durable). The caller must not forward any of the actions if this fails, nor —
-    /// short of the one exception `warden_pg::relay` makes for pure reads — before the
-    /// sync (fail closed).
+    /// crash of the gateway no longer loses them); the returned seq (`None`: no records)
+    /// is what [`Session::requests_synced`] then waits for — the sync under `fsync`
+    /// durability, and under either level the ledger's backpressure. The caller must not
+    /// forward any of the actions if this fails, nor — short of the one exception
+    /// `warden_pg::relay` makes for pure reads under `fsync` — before that wait (fail
+    /// closed).
     pub fn write_requests(
         &self,
         recs: &mut Vec<EvidenceRecord>,
@@ -310,13 +310,18 @@ impl Session {
         let n = recs.len() as u64;
         let last = self.pipeline.ledger.submit_written(recs.drain(..))?;
         self.actions.fetch_add(n, Ordering::Relaxed);
-        Ok(last.filter(|_| self.pipeline.ledger.needs_sync()))
+        Ok(last)
     }
 
-    /// Resolves once the records written up to `last` are synced (see
-    /// [`Session::write_requests`]).
+    /// Resolves once the records written up to `last` are as durable as the ledger
+    /// promises (see [`Session::write_requests`]).
     pub async fn requests_synced(&self, last: u64) -> Result<(), LedgerError> {
         self.pipeline.ledger.synced(last).await
+    }
+
+    /// Whether written records still wait for an `fdatasync` (`fsync` durability).
+    pub fn evidence_needs_sync(&self) -> bool {
+        self.pipeline.ledger.needs_sync()
     }
 
     /// Is there a standing grant for this `approve` decision? Returns the approval id

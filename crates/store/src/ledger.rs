@@ -682,9 +682,9 @@ impl Ledger {
     }
 
     /// Resolves once records up to `last`, already written ([`Ledger::submit_written`]),
-    /// are synced (under `fsync` durability; under `process` there is nothing to wait
-    /// for), running the sync itself when no one else is (`Syncer::lead`). Paced like
-    /// [`Ledger::submit`] while the indexer is far behind.
+    /// are as durable as [`Ledger::submit`]'s would be: synced under `fsync` (running the
+    /// sync itself when no one else is, `Syncer::lead`), and at either level paced like
+    /// it while the indexer is far behind.
     pub fn synced(
         &self,
         last: u64,
