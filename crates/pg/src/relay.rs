@@ -125,8 +125,6 @@ impl Shared {
 struct Prepared {
     info: StatementInfo,
     decision: Decision,
-    /// `info.is_pure_read()`, asked once per Execute.
-    pure_read: bool,
     /// Parameter type oids declared by the Parse (0 = let the server infer).
     param_types: Vec<u32>,
 }
@@ -583,7 +581,6 @@ async fn on_client_frame(
                     let info = session.classify_one(p.query);
                     let decision = session.decide_sql(&info);
                     let prepared = Arc::new(Prepared {
-                        pure_read: info.is_pure_read(),
                         info,
                         decision,
                         param_types: p.param_types.clone(),
@@ -721,7 +718,7 @@ async fn on_client_frame(
                         rec.id.as_str(),
                     ))));
                 records.push(rec);
-                st.batch_reads += usize::from(p.stmt.pure_read);
+                st.batch_reads += usize::from(p.stmt.info.is_pure_read());
             }
             // An unknown portal is forwarded as is: the database answers with its own error.
             out.extend_from_slice(frame);
@@ -1055,7 +1052,8 @@ async fn upstream_to_client(
                 Err(e) => return SessionEnd::UpstreamClosed(e.to_string()),
             }
         }
-        {
+        // `must_sync` read under the lock this block already holds (see the gate below).
+        let need = {
             let mut sh = lock(shared);
             loop {
                 let (tag, len) = match codec::split_frame(buf, MAX_BACKEND_FRAME) {
@@ -1245,14 +1243,14 @@ async fn upstream_to_client(
                     break;
                 }
             }
-        }
+            sh.must_sync
+        };
         for (id, resp) in done.drain(..) {
             session.record_response(&id, resp);
         }
         scratch_stats.per_detector.clear();
         if !out.is_empty() {
             // Results of reads forwarded before their records were synced wait for the sync.
-            let need = lock(shared).must_sync;
             if need > synced {
                 if let Err(e) = session.requests_synced(need).await {
                     return SessionEnd::ResultsWithheld(e.to_string());

@@ -616,47 +616,13 @@ impl Ledger {
         }
     }
 
-    /// [`Ledger::submit`] for several records, in order, with one future for all of them
-    /// (not one per record). Placing stops at the first record refused; records placed
-    /// before it stay in the chain, but the caller must treat none of them as durable.
-    pub fn submit_all<I>(
-        &self,
-        recs: I,
-    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send + 'static + use<I>
-    where
-        I: IntoIterator<Item = EvidenceRecord>,
-    {
-        let mut range: Option<(u64, u64)> = None;
-        let mut failed = None;
-        for rec in recs {
-            match self.place(rec) {
-                Ok(a) => range = Some((range.map_or(a.seq, |r| r.0), a.seq)),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        let durable = match (&failed, range) {
-            (None, Some((first, last))) => Some(self.durable(first, last)),
-            _ => None,
-        };
-        async move {
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            if let Some(d) = durable {
-                d.await?;
-            }
-            Ok(())
-        }
-    }
-
-    /// [`Ledger::submit_all`] split in two for a caller that may act between the write
-    /// and the sync: places `recs` in order and writes them (and any line placed before
-    /// them) to the append log during this call — survived by a crash of the gateway
-    /// from then on. Returns the last seq placed (`None` for no records), for
-    /// [`Ledger::synced`]. Under `process` durability nothing is left to wait for.
+    /// Several records, in order, for a caller that may act between the write and the
+    /// wait: places `recs` and writes them (and any line placed before them) to the
+    /// append log during this call — survived by a crash of the gateway from then on.
+    /// Returns the last seq placed (`None` for no records), for [`Ledger::synced`], which
+    /// they are durable after. Placing stops at the first record refused (its error is
+    /// returned); records placed before it stay in the chain, but the caller must treat
+    /// none of them as durable.
     pub fn submit_written<I>(&self, recs: I) -> Result<Option<u64>, LedgerError>
     where
         I: IntoIterator<Item = EvidenceRecord>,
@@ -709,9 +675,7 @@ impl Ledger {
         last: u64,
     ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send + 'static + use<> {
         let chain = self.inner.chain.as_ref().ok().cloned();
-        let shared = self.inner.shared.clone();
-        let (soft_limit, pace_wait) = (self.inner.backlog_limit / 2, self.inner.pace_wait);
-        let syncer = self.inner.syncer.clone();
+        let synced = self.synced(last);
         async move {
             // The first awaited future writes every line placed before it (its own and any
             // other session's): one write(2) for a batch of statements, a session.start and
@@ -721,11 +685,7 @@ impl Ledger {
                     .make_durable(first, last)
                     .map_err(unavailable)?;
             }
-            pace(&shared, soft_limit, pace_wait).await;
-            if let Some(s) = syncer {
-                s.synced(last).await?;
-            }
-            Ok(())
+            synced.await
         }
     }
 

@@ -212,8 +212,19 @@ async fn duplicate_id_is_rejected_alone() {
     assert_eq!(store.verify(&mut |_, _| {}).unwrap().problem, None);
 }
 
+/// What a PostgreSQL session does with a batch of request records: write, then wait.
+async fn commit(
+    ledger: &crate::Ledger,
+    recs: Vec<EvidenceRecord>,
+) -> Result<(), crate::LedgerError> {
+    if let Some(last) = ledger.submit_written(recs)? {
+        ledger.synced(last).await?;
+    }
+    Ok(())
+}
+
 #[tokio::test]
-async fn submit_all_places_in_order_and_stops_at_the_first_refused_record() {
+async fn submit_written_places_in_order_and_stops_at_the_first_refused_record() {
     for durability in [Durability::Process, Durability::Fsync] {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open("sqlite://data/evidence.db", dir.path(), durability).unwrap();
@@ -222,9 +233,9 @@ async fn submit_all_places_in_order_and_stops_at_the_first_refused_record() {
             .map(|i| rec(i, "agent:bot", "orders", RecordKind::ActionRequest))
             .collect();
         let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
-        ledger.submit_all(batch).await.unwrap();
+        commit(&ledger, batch).await.unwrap();
         // An empty batch is durable at once.
-        ledger.submit_all(Vec::new()).await.unwrap();
+        commit(&ledger, Vec::new()).await.unwrap();
 
         // The third record repeats an id: the first two are placed, the rest are not,
         // and the caller is told the batch failed.
@@ -234,7 +245,7 @@ async fn submit_all_places_in_order_and_stops_at_the_first_refused_record() {
         dup.id = ids[1].clone();
         let after = rec(13, "agent:bot", "orders", RecordKind::ActionRequest);
         let (a_id, b_id, after_id) = (a.id.clone(), b.id.clone(), after.id.clone());
-        let err = ledger.submit_all(vec![a, b, dup, after]).await.unwrap_err();
+        let err = commit(&ledger, vec![a, b, dup, after]).await.unwrap_err();
         assert!(
             err.to_string().contains("rejected"),
             "{durability:?}: {err}"
@@ -265,7 +276,7 @@ async fn a_batch_whose_log_write_failed_is_not_acknowledged() {
     let batch: Vec<_> = (2..5)
         .map(|i| rec(i, "agent:bot", "orders", RecordKind::ActionRequest))
         .collect();
-    let err = ledger.submit_all(batch).await.unwrap_err();
+    let err = commit(&ledger, batch).await.unwrap_err();
     assert!(err.to_string().contains("injected by a test"), "{err}");
     // A single record whose own write failed is refused the same way.
     ledger.fail_next_writes(1);
@@ -278,7 +289,7 @@ async fn a_batch_whose_log_write_failed_is_not_acknowledged() {
     let batch: Vec<_> = (6..8)
         .map(|i| rec(i, "agent:bot", "orders", RecordKind::ActionRequest))
         .collect();
-    ledger.submit_all(batch).await.unwrap();
+    commit(&ledger, batch).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -629,6 +640,49 @@ async fn a_locked_database_delays_indexing_and_a_long_backlog_fails_closed() {
     let report = store.verify(&mut |_, _| {}).unwrap();
     assert_eq!(report.problem, None);
     assert_eq!(report.records, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synced_paces_while_the_indexer_is_far_behind_even_without_syncs() {
+    // Under `process` there is no sync to wait for, but a session committing its requests
+    // (write, then `synced`) must still be held back while the index is more than half its
+    // backlog behind — the PostgreSQL path once lost that when the wait was split off.
+    use std::future::Future;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        durability: Durability::Process,
+        busy_timeout: Duration::from_millis(100),
+        index_backlog: 8,
+    };
+    let store = Store::open_with("sqlite://data/evidence.db", dir.path(), opts).unwrap();
+    let ledger = store.ledger();
+    commit(
+        &ledger,
+        vec![rec(0, "agent:bot", "orders", RecordKind::ActionRequest)],
+    )
+    .await
+    .unwrap();
+    ledger.flush().await.unwrap();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let ready_at_once = |last: u64, cx: &mut std::task::Context<'_>| {
+        let mut fut = std::pin::pin!(ledger.synced(last));
+        fut.as_mut().poll(cx).is_ready()
+    };
+
+    let blocker = raw(dir.path());
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let batch: Vec<_> = (1..=6)
+        .map(|i| rec(i, "agent:bot", "orders", RecordKind::ActionRequest))
+        .collect();
+    let last = ledger.submit_written(batch).unwrap().unwrap();
+    assert!(ledger.queued() > 4, "{} queued", ledger.queued());
+    assert!(
+        !ready_at_once(last, &mut cx),
+        "not paced while the index is 6 of 8 behind"
+    );
+    blocker.execute_batch("COMMIT").unwrap();
+    ledger.flush().await.unwrap();
+    assert!(ready_at_once(last, &mut cx), "paced with nothing behind");
 }
 
 #[tokio::test]
