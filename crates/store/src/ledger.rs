@@ -6,10 +6,9 @@
 //! JSON, and writes the body as one line to the append log ([`crate::journal`]). Under
 //! `process` durability that `write(2)` is the acknowledgement: the record survives a
 //! crash of the gateway. Under `fsync` durability the caller also waits for an
-//! `fdatasync` that started after its line was written: the first waiter to find no sync
-//! running runs one itself, and it covers every line written before it, any session's
-//! (group commit, leader and followers, as PostgreSQL's backends flush their WAL). Nothing
-//! crosses a thread on the `process` path, nor on the `fsync` path of a caller that leads.
+//! `fdatasync` that started after its line was written, run by the ledger's sync thread:
+//! one sync covers every line written before it, any session's (group commit). Nothing
+//! crosses a thread on the `process` path.
 //!
 //! The indexer thread inserts the same rows into SQLite in batches (one transaction per
 //! batch, after a short linger), so queries, checkpoints and verification see a record
@@ -24,7 +23,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, TransactionBehavior, params};
@@ -257,7 +256,7 @@ impl Chain {
         }
         self.written = last;
         if let Some(s) = &self.syncer {
-            // After the write: a leader that reads this syncs a file that holds the lines.
+            // After the write: a sync that reads this runs on a file that holds the lines.
             s.written.store(last, Ordering::Release);
         }
         Ok(())
@@ -323,27 +322,23 @@ async fn pace(shared: &Shared, soft_limit: usize, pace_wait: Duration) {
     }
 }
 
-/// Run `f`, which blocks this thread (an `fdatasync`), without blocking the runtime: on a
-/// multi-thread tokio runtime the worker's other duties — its queued tasks and, above all,
-/// polling the I/O driver, which a parked sibling does not take over by itself — move to
-/// another thread first (`block_in_place`), so a slow disk holds up the sessions waiting
-/// for the sync and no one else. This thread runs the sync itself (no wake-up on the
-/// latency path). Elsewhere (a current-thread runtime, no runtime) `f` just runs.
-fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
-/// Fsync durability: what is written, what is synced, and the handle a leader syncs.
+/// Fsync durability: what is written, what is synced, and the thread that syncs.
+///
+/// The sync runs on its own thread (`Syncer::run`), never on a runtime worker: a worker
+/// in `fdatasync` polls no sockets, and tokio's `block_in_place` (which hands the worker's
+/// duties to another thread first) cost more per sync than the two wake-ups of this
+/// hand-off (docs/benchmarks.md, "Twelfth pass"). Group commit: a session asks for its
+/// line (`want`), and one sync covers everything written when it starts.
 struct Syncer {
     /// Written up to (set under the chain lock, after each write of the log).
     written: AtomicU64,
-    /// Held by the one caller running an `fdatasync` (the leader); `None` once the ledger
-    /// is dropped (the handle shares the log's `flock`, which must go with the ledger).
-    file: Mutex<Option<std::fs::File>>,
+    /// Highest line a waiter asked to have synced.
+    want: AtomicU64,
+    /// Set when the ledger is dropped: the thread publishes "stopped" and exits (its
+    /// handle shares the log's `flock`, which must go with the ledger).
+    stop: AtomicBool,
+    /// The sync thread, unparked when `want` moves past what is synced.
+    thread: std::sync::OnceLock<std::thread::Thread>,
     synced: watch::Sender<Synced>,
     /// Test hooks: syncs run so far; the next sync fails as if the disk refused it.
     #[cfg(test)]
@@ -351,8 +346,8 @@ struct Syncer {
     #[cfg(test)]
     fail_next: AtomicBool,
     /// End-to-end test hook, debug builds only (never in a release binary): while this
-    /// file exists, every sync takes 800 ms and then fails — what waits on a sync led by
-    /// another session can then be observed through real clients.
+    /// file exists, every sync takes 800 ms and then fails — what waits on a sync can then
+    /// be observed through real clients.
     #[cfg(debug_assertions)]
     fail_flag: std::path::PathBuf,
 }
@@ -364,47 +359,39 @@ struct Synced {
 }
 
 impl Syncer {
-    /// Run one `fdatasync` covering everything written so far, unless another caller is
-    /// running one (`false`: wait for its outcome) or everything written is synced.
-    ///
-    /// Blocks the calling thread for the sync (tens of µs to a few ms), as a PostgreSQL
-    /// backend flushing its commit does: handing the sync to a thread and back cost two
-    /// wake-ups per commit on the latency path. The runtime's work on this thread moves
-    /// to another first (`off_the_runtime`). At most one thread is in a sync at a time.
-    fn lead(&self) -> bool {
-        let guard = match self.file.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::WouldBlock) => return false,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-        };
-        let (done, failed) = {
-            let v = self.synced.borrow();
-            (v.up_to, v.failed.is_some())
-        };
-        let target = self.written.load(Ordering::Acquire);
-        let result = if target <= done || failed {
-            None
-        } else {
-            Some(off_the_runtime(|| self.sync(guard.as_ref())))
-        };
-        // Released before publishing: a follower woken by the publication may lead next.
-        drop(guard);
-        // Every round publishes, even one that had nothing to sync: a waiter that found the
-        // handle taken (by this round) waits for a publication, and its line may have been
-        // written after this round read `written`.
-        match result {
-            None => self.synced.send_modify(|_| ()),
-            Some(Ok(())) => self.synced.send_modify(|v| v.up_to = v.up_to.max(target)),
-            Some(Err(e)) => {
-                tracing::error!("evidence append log: {e}");
-                // The log's state on disk is unknown: stop acknowledging anything.
-                self.synced.send_modify(|v| v.failed = Some(e));
+    /// The sync thread: whenever a waiter wants more than is synced, one `fdatasync`
+    /// covering everything written so far, then publish. Parked otherwise.
+    fn run(&self, file: std::fs::File) {
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                self.synced.send_modify(|v| {
+                    v.failed
+                        .get_or_insert_with(|| "the evidence ledger stopped".into());
+                });
+                return;
+            }
+            let (done, failed) = {
+                let v = self.synced.borrow();
+                (v.up_to, v.failed.is_some())
+            };
+            // `want` is read before `written`: a waiter's line is written before it asks.
+            if failed || self.want.load(Ordering::Acquire) <= done {
+                std::thread::park();
+                continue;
+            }
+            let target = self.written.load(Ordering::Acquire);
+            match self.sync(&file) {
+                Ok(()) => self.synced.send_modify(|v| v.up_to = v.up_to.max(target)),
+                Err(e) => {
+                    tracing::error!("evidence append log: {e}");
+                    // The log's state on disk is unknown: stop acknowledging anything.
+                    self.synced.send_modify(|v| v.failed = Some(e));
+                }
             }
         }
-        true
     }
 
-    fn sync(&self, file: Option<&std::fs::File>) -> Result<(), String> {
+    fn sync(&self, file: &std::fs::File) -> Result<(), String> {
         #[cfg(debug_assertions)]
         if self.fail_flag.exists() {
             std::thread::sleep(Duration::from_millis(800));
@@ -413,12 +400,9 @@ impl Syncer {
                 self.fail_flag.display()
             ));
         }
-        let result = match file {
-            Some(file) => file
-                .sync_data()
-                .map_err(|e| format!("cannot sync the append log: {e}")),
-            None => Err("the evidence ledger stopped".to_string()),
-        };
+        let result = file
+            .sync_data()
+            .map_err(|e| format!("cannot sync the append log: {e}"));
         #[cfg(test)]
         let result = {
             self.count.fetch_add(1, Ordering::SeqCst);
@@ -430,7 +414,7 @@ impl Syncer {
         result
     }
 
-    /// Resolves once records up to `last` (written) are synced, leading syncs as needed.
+    /// Resolves once records up to `last` (written) are synced.
     async fn synced(&self, last: u64) -> Result<(), LedgerError> {
         let mut rx = self.synced.subscribe();
         loop {
@@ -443,13 +427,23 @@ impl Syncer {
                     return Err(unavailable(e.clone()));
                 }
             }
-            if !self.lead() {
-                // The leader publishes after releasing `file`, so this wakes in time to
-                // lead the next round if its sync started before our line was written.
-                rx.changed()
-                    .await
-                    .map_err(|_| unavailable("the evidence ledger stopped"))?;
+            if self.want.fetch_max(last, Ordering::AcqRel) < last
+                && let Some(t) = self.thread.get()
+            {
+                // A no-op (no system call) unless the thread is parked.
+                t.unpark();
             }
+            rx.changed()
+                .await
+                .map_err(|_| unavailable("the evidence ledger stopped"))?;
+        }
+    }
+
+    /// Tell the thread to publish "stopped" and exit.
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.get() {
+            t.unpark();
         }
     }
 }
@@ -472,7 +466,7 @@ impl Drop for Inner {
         // handle on the log: a future still waiting on it is answered "stopped").
         drop(lock(&self.index_tx).take());
         if let Some(s) = &self.syncer {
-            drop(lock(&s.file).take());
+            s.stop();
         }
         for t in std::mem::take(&mut *lock(&self.threads)) {
             let _ = t.join();
@@ -521,9 +515,10 @@ impl Ledger {
             Ok((mut chain, conn)) => {
                 if cfg.durability == Durability::Fsync {
                     match start_syncer(&chain.journal) {
-                        Ok(syncer) => {
+                        Ok((syncer, handle)) => {
                             chain.syncer = Some(syncer.clone());
                             inner.syncer = Some(syncer);
+                            lock(&inner.threads).push(handle);
                         }
                         Err(e) => {
                             inner.chain = Err(e);
@@ -648,8 +643,8 @@ impl Ledger {
     }
 
     /// Resolves once records up to `last`, already written ([`Ledger::submit_written`]),
-    /// are as durable as [`Ledger::submit`]'s would be: synced under `fsync` (running the
-    /// sync itself when no one else is, `Syncer::lead`), and at either level paced like
+    /// are as durable as [`Ledger::submit`]'s would be: synced under `fsync` (by the sync
+    /// thread, `Syncer::run`), and at either level paced like
     /// it while the indexer is far behind.
     pub fn synced(
         &self,
@@ -929,13 +924,15 @@ fn start(cfg: &WriterConfig, shared: &Shared) -> Result<(Chain, Connection), Str
     ))
 }
 
-fn start_syncer(journal: &Journal) -> Result<Arc<Syncer>, String> {
+fn start_syncer(journal: &Journal) -> Result<(Arc<Syncer>, std::thread::JoinHandle<()>), String> {
     let file = journal
         .handle()
         .map_err(|e| format!("cannot open the append log for syncing: {e}"))?;
-    Ok(Arc::new(Syncer {
+    let syncer = Arc::new(Syncer {
         written: AtomicU64::new(0),
-        file: Mutex::new(Some(file)),
+        want: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        thread: std::sync::OnceLock::new(),
         synced: watch::channel(Synced::default()).0,
         #[cfg(test)]
         count: AtomicU64::new(0),
@@ -947,7 +944,14 @@ fn start_syncer(journal: &Journal) -> Result<Arc<Syncer>, String> {
             p.push(".fail-sync");
             p.into()
         },
-    }))
+    });
+    let s = syncer.clone();
+    let handle = std::thread::Builder::new()
+        .name("warden-sync".into())
+        .spawn(move || s.run(file))
+        .map_err(|e| format!("cannot start the evidence sync thread: {e}"))?;
+    let _ = syncer.thread.set(handle.thread().clone());
+    Ok((syncer, handle))
 }
 
 /// Counts a reader waiting for the index while it lives.

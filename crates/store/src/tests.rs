@@ -432,6 +432,36 @@ async fn written_now_synced_later() {
     assert!(err.to_string().contains("cannot sync"), "{err}");
 }
 
+/// The sync runs on the ledger's own thread: a task waiting for a slow sync holds up no
+/// other task, even on a current-thread runtime (where the worker *is* the only thread).
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_sync_blocks_no_other_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Fsync).unwrap();
+    let ledger = store.ledger();
+    // Debug builds: while this file exists every sync takes 800 ms, then fails.
+    std::fs::write(dir.path().join("data/evidence.db.appendlog.fail-sync"), b"").unwrap();
+    let last = ledger
+        .submit_written([rec(0, "agent:bot", "orders", RecordKind::ActionRequest)])
+        .unwrap()
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let _ = tx.send(());
+    });
+    let synced = ledger.synced(last);
+    tokio::pin!(synced);
+    // Polled first: a sync run inside this poll would block the thread until it failed.
+    tokio::select! {
+        biased;
+        r = &mut synced => panic!("the sync finished first: {:?}", r.err()),
+        _ = rx => {}
+    }
+    let err = synced.await.unwrap_err();
+    assert!(err.to_string().contains("injected by a test"), "{err}");
+}
+
 #[tokio::test]
 async fn process_durability_has_nothing_to_sync() {
     let dir = tempfile::tempdir().unwrap();
