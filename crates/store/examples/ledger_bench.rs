@@ -197,6 +197,9 @@ fn main() {
     let cp = store.checkpoint(&signer).unwrap();
     let cp_incremental = t.elapsed();
     assert!(cp.is_none(), "already checkpointed at {total}");
+    // A new process's view: the first store must let go of the append log (one writer).
+    drop(ledger);
+    drop(store);
     let reopened = Store::open("sqlite://evidence.db", dir.path(), Durability::Process).unwrap();
     rt.block_on(async {
         reopened.ledger().append(record(total)).await.unwrap();
