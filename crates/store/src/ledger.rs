@@ -362,12 +362,19 @@ impl Syncer {
     /// The sync thread: whenever a waiter wants more than is synced, one `fdatasync`
     /// covering everything written so far, then publish. Parked otherwise.
     fn run(&self, file: std::fs::File) {
-        loop {
-            if self.stop.load(Ordering::Acquire) {
-                self.synced.send_modify(|v| {
+        // However the thread ends (stopped, or a panic), every waiter is answered.
+        struct Answer<'a>(&'a Syncer);
+        impl Drop for Answer<'_> {
+            fn drop(&mut self) {
+                self.0.synced.send_modify(|v| {
                     v.failed
                         .get_or_insert_with(|| "the evidence ledger stopped".into());
                 });
+            }
+        }
+        let _answer = Answer(self);
+        loop {
+            if self.stop.load(Ordering::Acquire) {
                 return;
             }
             let (done, failed) = {

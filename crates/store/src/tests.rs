@@ -462,6 +462,27 @@ async fn a_slow_sync_blocks_no_other_task() {
     assert!(err.to_string().contains("injected by a test"), "{err}");
 }
 
+/// Waiting for a sync after the ledger stopped is answered (refused), never left hanging.
+#[tokio::test]
+async fn a_sync_awaited_after_the_ledger_stopped_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Fsync).unwrap();
+    let ledger = store.ledger();
+    let last = ledger
+        .submit_written([rec(0, "agent:bot", "orders", RecordKind::ActionRequest)])
+        .unwrap()
+        .unwrap();
+    let synced = ledger.synced(last);
+    drop(ledger);
+    drop(store);
+    // The bound only turns a hang into a failure.
+    let err = tokio::time::timeout(std::time::Duration::from_secs(60), synced)
+        .await
+        .expect("left waiting after the ledger stopped")
+        .unwrap_err();
+    assert!(err.to_string().contains("stopped"), "{err}");
+}
+
 #[tokio::test]
 async fn process_durability_has_nothing_to_sync() {
     let dir = tempfile::tempdir().unwrap();
