@@ -382,11 +382,13 @@ impl Syncer {
                 (v.up_to, v.failed.is_some())
             };
             // `want` is read before `written`: a waiter's line is written before it asks.
-            if failed || self.want.load(Ordering::Acquire) <= done {
+            let want = self.want.load(Ordering::Acquire);
+            let target = self.written.load(Ordering::Acquire);
+            // (`target <= done` with `want` beyond it: nothing new to sync; never spin.)
+            if failed || want <= done || target <= done {
                 std::thread::park();
                 continue;
             }
-            let target = self.written.load(Ordering::Acquire);
             match self.sync(&file) {
                 Ok(()) => self.synced.send_modify(|v| v.up_to = v.up_to.max(target)),
                 Err(e) => {
@@ -434,10 +436,9 @@ impl Syncer {
                     return Err(unavailable(e.clone()));
                 }
             }
-            if self.want.fetch_max(last, Ordering::AcqRel) < last
-                && let Some(t) = self.thread.get()
-            {
-                // A no-op (no system call) unless the thread is parked.
+            self.want.fetch_max(last, Ordering::AcqRel);
+            if let Some(t) = self.thread.get() {
+                // No system call unless the thread is parked.
                 t.unpark();
             }
             rx.changed()
