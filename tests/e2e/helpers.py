@@ -37,14 +37,23 @@ def session_records(w, session_id: str) -> list[dict]:
     return w.audit(session=session_id)
 
 
+def pg_msg(tag: bytes, body: bytes) -> bytes:
+    """One PostgreSQL protocol message: tag, length, body."""
+    return tag + struct.pack("!i", len(body) + 4) + body
+
+
+def pg_startup(user: str, db: str = "orders") -> bytes:
+    """A StartupMessage asking Warden for cleartext password auth (`-c warden.auth=password`)."""
+    params = (b"user\0" + user.encode() + b"\0database\0" + db.encode() + b"\0"
+              b"options\0-c warden.auth=password\0\0")
+    return pg_msg(b"", struct.pack("!i", 196608) + params)
+
+
 def raw_login(warden, key: str, user: str = "agent:reporter", db: str = "orders") -> socket.socket:
     """A raw-socket PostgreSQL session through Warden (cleartext auth via
     `-c warden.auth=password`, loopback only), logged in and ready for a query."""
-    params = (b"user\0" + user.encode() + b"\0database\0" + db.encode() + b"\0"
-              b"options\0-c warden.auth=password\0\0")
-    body = struct.pack("!i", 196608) + params
     s = socket.create_connection(("127.0.0.1", warden.port), timeout=10)
-    s.sendall(struct.pack("!i", len(body) + 4) + body)
+    s.sendall(pg_startup(user, db))
     buf = b""
 
     def frame():
@@ -59,8 +68,7 @@ def raw_login(warden, key: str, user: str = "agent:reporter", db: str = "orders"
 
     tag_, body = frame()
     assert tag_ == b"R" and struct.unpack("!i", body[:4])[0] == 3, (tag_, body)  # cleartext
-    pw = key.encode() + b"\0"
-    s.sendall(b"p" + struct.pack("!i", len(pw) + 4) + pw)
+    s.sendall(pg_msg(b"p", key.encode() + b"\0"))
     while True:
         tag_, body = frame()
         assert tag_ != b"E", body

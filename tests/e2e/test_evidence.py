@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import sqlite3
-import struct
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from conftest import (
     wait_for,
     write_config,
 )
-from helpers import one_request, raw_login, response_for
+from helpers import one_request, pg_msg, pg_startup, raw_login, response_for
 
 VERIFY_PY = REPO / "tools" / "verify_bundle.py"
 
@@ -442,7 +441,7 @@ def test_a_read_forwarded_before_its_sync_returns_nothing_when_the_sync_fails(pg
     """Under `fsync` a pure read is forwarded before its records are synced; its results
     must wait for the sync — also when another session is running it — and a failed sync
     must withhold them. The debug build's hook (`<log>.fail-sync` exists: every sync takes
-    800 ms, then fails) lets session B lead a failing sync while the reads of sessions A
+    800 ms, then fails) lets session B start a failing sync while the reads of sessions A
     come back from the database: each A must get the 58000 error and not one row."""
     tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-withheld-"))
     w = make_warden(pg, tmp, 'durability = "fsync"\n')
@@ -455,7 +454,7 @@ def test_a_read_forwarded_before_its_sync_returns_nothing_when_the_sync_fails(pg
 
         def b_statement():
             try:
-                b.execute("select now()")  # a function call: not a pure read, leads the sync
+                b.execute("select now()")  # a function call: not a pure read, waits for the sync
                 b_error.append("answered")
             except Exception as e:  # noqa: BLE001
                 b_error.append(str(e))
@@ -464,15 +463,13 @@ def test_a_read_forwarded_before_its_sync_returns_nothing_when_the_sync_fails(pg
         tb = threading.Thread(target=b_statement)
         tb.start()
         time.sleep(0.2)  # B's sync (800 ms) is running now
-        q = f"select '{marker}'\0".encode()
+        q = pg_msg(b"Q", f"select '{marker}'\0".encode())
         for a in readers:
-            a.sendall(b"Q" + struct.pack("!i", len(q) + 4) + q)
+            a.sendall(q)
         # The sync blocks only those waiting for it: a new connection is answered (asked
         # for its password) while B's sync is still running, not after it.
-        params = b"user\0agent:reporter\0database\0orders\0options\0-c warden.auth=password\0\0"
-        startup = struct.pack("!i", 196608) + params
         with socket.create_connection(("127.0.0.1", w.port), timeout=10) as probe:
-            probe.sendall(struct.pack("!i", len(startup) + 4) + startup)
+            probe.sendall(pg_startup("agent:reporter"))
             assert probe.recv(1) == b"R"
             assert tb.is_alive(), "the new connection was answered only after the sync"
         answers = []

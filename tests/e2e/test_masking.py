@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Warden, free_port, run_warden, start_warden, stop_process, write_config
-from helpers import raw_login
+from helpers import pg_msg as _msg, raw_login
 
 CUSTOMERS = [
     # id, name, email, card, ssn, note
@@ -127,10 +127,6 @@ def test_copy_out_is_masked(masked):
 
 # ---- the extended protocol message by message (raw socket), to pin down which Describe
 # answers set the masking plan of which Execute.
-
-def _msg(tag: bytes, body: bytes) -> bytes:
-    return tag + struct.pack("!i", len(body) + 4) + body
-
 
 def _parse(name: str, sql: str) -> bytes:
     return _msg(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0))

@@ -12,6 +12,28 @@ fn open(dir: &Path) -> Store {
     Store::open("sqlite://data/evidence.db", dir, Durability::Process).unwrap()
 }
 
+/// A store at `dir` whose indexer may fall at most 8 records behind, and whose lock
+/// waits last 100 ms.
+fn open_with_backlog_of_8(dir: &Path, durability: Durability) -> Store {
+    let opts = StoreOptions {
+        durability,
+        busy_timeout: Duration::from_millis(100),
+        index_backlog: 8,
+    };
+    Store::open_with("sqlite://data/evidence.db", dir, opts).unwrap()
+}
+
+/// A store at `dir` with one `action.request` written (not waited for): its seq.
+fn store_with_one_written(dir: &Path, durability: Durability) -> (Store, u64) {
+    let store = Store::open("sqlite://data/evidence.db", dir, durability).unwrap();
+    let last = store
+        .ledger()
+        .submit_written([rec(0, "agent:bot", "orders", RecordKind::ActionRequest)])
+        .unwrap()
+        .expect("one record placed");
+    (store, last)
+}
+
 /// A store at `dir` whose ledger has acknowledged one `action.request` (record 0).
 async fn store_with_one_request(dir: &Path) -> (Store, crate::Ledger) {
     let store = open(dir);
@@ -437,14 +459,10 @@ async fn written_now_synced_later() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_slow_sync_blocks_no_other_task() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Fsync).unwrap();
+    let (store, last) = store_with_one_written(dir.path(), Durability::Fsync);
     let ledger = store.ledger();
     // Debug builds: while this file exists every sync takes 800 ms, then fails.
     std::fs::write(dir.path().join("data/evidence.db.appendlog.fail-sync"), b"").unwrap();
-    let last = ledger
-        .submit_written([rec(0, "agent:bot", "orders", RecordKind::ActionRequest)])
-        .unwrap()
-        .unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -466,12 +484,8 @@ async fn a_slow_sync_blocks_no_other_task() {
 #[tokio::test]
 async fn a_sync_awaited_after_the_ledger_stopped_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Fsync).unwrap();
+    let (store, last) = store_with_one_written(dir.path(), Durability::Fsync);
     let ledger = store.ledger();
-    let last = ledger
-        .submit_written([rec(0, "agent:bot", "orders", RecordKind::ActionRequest)])
-        .unwrap()
-        .unwrap();
     let synced = ledger.synced(last);
     drop(ledger);
     drop(store);
@@ -486,13 +500,9 @@ async fn a_sync_awaited_after_the_ledger_stopped_is_refused() {
 #[tokio::test]
 async fn process_durability_has_nothing_to_sync() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open("sqlite://data/evidence.db", dir.path(), Durability::Process).unwrap();
+    let (store, last) = store_with_one_written(dir.path(), Durability::Process);
     let ledger = store.ledger();
     assert!(!ledger.needs_sync());
-    let last = ledger
-        .submit_written([rec(0, "agent:bot", "orders", RecordKind::ActionRequest)])
-        .unwrap()
-        .unwrap();
     ledger.synced(last).await.unwrap();
     ledger.flush().await.unwrap();
     let report = store.verify(&mut |_, _| {}).unwrap();
@@ -634,12 +644,7 @@ async fn empty_store_verifies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_database_delays_indexing_and_a_long_backlog_fails_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions {
-        durability: Durability::Fsync,
-        busy_timeout: Duration::from_millis(100),
-        index_backlog: 8,
-    };
-    let store = Store::open_with("sqlite://data/evidence.db", dir.path(), opts).unwrap();
+    let store = open_with_backlog_of_8(dir.path(), Durability::Fsync);
     let ledger = store.ledger();
     ledger
         .append(rec(0, "agent:bot", "orders", RecordKind::ActionRequest))
@@ -700,12 +705,7 @@ async fn synced_paces_while_the_indexer_is_far_behind_even_without_syncs() {
     // backlog behind — the PostgreSQL path once lost that when the wait was split off.
     use std::future::Future;
     let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions {
-        durability: Durability::Process,
-        busy_timeout: Duration::from_millis(100),
-        index_backlog: 8,
-    };
-    let store = Store::open_with("sqlite://data/evidence.db", dir.path(), opts).unwrap();
+    let store = open_with_backlog_of_8(dir.path(), Durability::Process);
     let ledger = store.ledger();
     commit(
         &ledger,
