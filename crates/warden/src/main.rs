@@ -16,7 +16,7 @@ use clap::Parser;
 
 // jemalloc instead of glibc's malloc: the data path allocates and frees small buffers and
 // records on several threads (glibc's arenas, `malloc_consolidate` and `_int_free` were
-// ~9 % of an HTTP request's CPU). Measured: −12 % CPU per HTTP request, −4 % instructions
+// ~9 % of an HTTP request's CPU). Measured: −12 % CPU per HTTP request, −3.6 % instructions
 // per pgbench transaction, peak RSS of a 1 GiB download +3 MiB (mimalloc, tried before,
 // added 58 MiB there). docs/benchmarks.md, "Thirteenth pass".
 #[global_allocator]
