@@ -37,13 +37,15 @@ from helpers import one_request, pg_msg, pg_startup, raw_login, response_for
 VERIFY_PY = REPO / "tools" / "verify_bundle.py"
 
 
-def make_warden(pg, tmp: Path, gateway_extra: str = "") -> Warden:
+def make_warden(pg, tmp: Path, gateway_extra: str = "", extra: str = "") -> Warden:
+    """A Warden with the e2e config, `gateway_extra` added to `[gateway]` and `extra`
+    (more sections) at the end."""
     port = free_port()
     cfg = write_config(tmp, pg.port, port, free_port())
     text = cfg.read_text()
     text = text.replace('[gateway]\ndata_dir = "./data"\n',
                         '[gateway]\ndata_dir = "./data"\n' + gateway_extra, 1)
-    cfg.write_text(text)
+    cfg.write_text(text + extra)
     r = run_warden(["config", "check", "--config", str(cfg)])
     assert r.returncode == 0, r.stdout + r.stderr
     w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
@@ -493,6 +495,66 @@ def test_a_read_forwarded_before_its_sync_returns_nothing_when_the_sync_fails(pg
             assert marker.encode() not in data, f"a row of the read reached the client: {data!r}"
             assert data[:1] == b"E" and b"58000" in data and b"withheld" in data, data
         b.close()
+    finally:
+        flag.unlink(missing_ok=True)
+        stop_process(w.proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_lagging_index_holds_statements_back_until_it_catches_up(pg):
+    """Under `process` durability too, the relay awaits the ledger before forwarding: while
+    the evidence index is more than half its backlog (`[evidence] index_backlog`) behind,
+    a statement is held (at most the store's 5 s busy timeout) instead of running on to
+    the hard limit, where new evidence is refused and the session ends. The debug build's
+    hook (`<database>.stall-index` exists: the indexer takes no batch) makes the index lag.
+    With a backlog of 8, statements (two records each) reach the soft limit (4) within a
+    few statements and would reach the hard limit within six."""
+    tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-pacing-"))
+    w = make_warden(pg, tmp, extra="\n[evidence]\nindex_backlog = 8\n")
+    flag = tmp / "data" / "evidence.db.stall-index"
+    run_id = uuid.uuid4().hex[:8]
+    try:
+        conn = w.connect("reporter", autocommit=True)
+        assert conn.execute("select 1").fetchone()[0] == 1
+        flag.touch()
+        done: list[int] = []
+        failed: list[str] = []
+
+        def statements():
+            try:
+                for i in range(6):
+                    assert conn.execute(f"select {i} /* {run_id} */").fetchone()[0] == i
+                    done.append(i)
+            except Exception as e:  # noqa: BLE001
+                failed.append(repr(e))
+
+        t = threading.Thread(target=statements)
+        t.start()
+        # Held: the thread stops making progress, without an error, well before all six.
+        held_at, last, since = None, -1, time.monotonic()
+        deadline = time.monotonic() + 4.5  # inside the 5 s a hold may last
+        while time.monotonic() < deadline and t.is_alive():
+            if len(done) != last:
+                last, since = len(done), time.monotonic()
+            elif time.monotonic() - since >= 1.5:
+                held_at = len(done)
+                break
+            time.sleep(0.05)
+        assert not failed, f"a statement failed instead of being held: {failed}"
+        assert held_at is not None and t.is_alive(), (
+            f"no statement was held while the index lagged (done: {done}); "
+            "a debug build is needed for the stall hook")
+        assert held_at < 6
+        flag.unlink()  # the index catches up; the held statement goes on
+        t.join(timeout=30)
+        assert not t.is_alive() and not failed, failed
+        assert done == list(range(6)), done
+        conn.close()
+        for i in range(6):
+            resp = response_for(w, one_request(w, f"select {i} /* {run_id} */"))
+            assert resp["response"]["status"] == "ok", resp["response"]
+        code, out = w.verify()
+        assert code == 0, out
     finally:
         flag.unlink(missing_ok=True)
         stop_process(w.proc)

@@ -1008,6 +1008,21 @@ enum IndexError {
 }
 
 impl Indexer {
+    /// End-to-end test hook, debug builds only (never in a release binary): while
+    /// `<database>.stall-index` exists (at most a minute) the indexer takes no batch, so
+    /// what a lagging index does to sessions (pacing, the backlog limit) can be observed
+    /// through real clients.
+    #[cfg(debug_assertions)]
+    fn stall_while_flagged(&self) {
+        let mut flag = self.cfg.path.as_os_str().to_owned();
+        flag.push(".stall-index");
+        let flag = PathBuf::from(flag);
+        let until = Instant::now() + Duration::from_secs(60);
+        while flag.exists() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn run(mut self, rx: mpsc::Receiver<IndexCmd>) {
         let _alive = AliveGuard(self.shared.clone());
         let mut rows: Vec<IndexRow> = Vec::with_capacity(256);
@@ -1057,6 +1072,8 @@ impl Indexer {
                     Err(_) => break,
                 }
             }
+            #[cfg(debug_assertions)]
+            self.stall_while_flagged();
             self.write_pending();
             let mut backoff = Duration::from_millis(10);
             let mut failures_after_close = 0;

@@ -38,7 +38,9 @@ pub mod verify;
 
 pub use bundle::{BundleReport, ExportFilter, ExportSummary, verify_bundle};
 pub use checkpoint::{Checkpoint, PublicKey, Signer};
-pub use ledger::{Appended, Durability, Ledger, LedgerError};
+pub use ledger::{
+    Appended, Durability, Ledger, LedgerError, QUEUE_CAPACITY as DEFAULT_INDEX_BACKLOG,
+};
 pub use query::{RecordFilter, VerifyProblem, VerifyReport};
 pub use retention::{PruneSummary, Seal};
 pub use sessions::{SessionFilter, SessionSummary};

@@ -30,20 +30,30 @@ pub(crate) struct RawDetector {
 pub(crate) struct RawEvidence {
     response_rows: Option<Spanned<u64>>,
     response_bytes: Option<Spanned<u64>>,
+    index_backlog: Option<Spanned<u64>>,
 }
 
-/// How much of each (masked) response the evidence keeps.
+/// How much of each (masked) response the evidence keeps, and how far its index may
+/// fall behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EvidenceLimits {
     pub response_rows: usize,
     pub response_bytes: usize,
+    /// Records written but not yet indexed before new evidence is refused (sessions are
+    /// slowed from half of it on).
+    pub index_backlog: usize,
 }
+
+/// Bounds of `[evidence] index_backlog`: below 2 there is no room to slow down before
+/// refusing; above the maximum the queued records' memory is no longer a bound.
+pub const INDEX_BACKLOG_RANGE: std::ops::RangeInclusive<u64> = 2..=1 << 24;
 
 impl Default for EvidenceLimits {
     fn default() -> Self {
         EvidenceLimits {
             response_rows: 20,
             response_bytes: 16 * 1024,
+            index_backlog: warden_store::DEFAULT_INDEX_BACKLOG,
         }
     }
 }
@@ -184,6 +194,23 @@ pub(crate) fn build(
     if let Some(b) = &evidence.response_bytes {
         limits.response_bytes = *b.get_ref() as usize;
     }
+    if let Some(n) = &evidence.index_backlog {
+        if INDEX_BACKLOG_RANGE.contains(n.get_ref()) {
+            limits.index_backlog = *n.get_ref() as usize;
+        } else {
+            problems.push((
+                "evidence.index_backlog".into(),
+                Some(n.span()),
+                format!(
+                    "{}: give a number of records from {} to {} (default {})",
+                    n.get_ref(),
+                    INDEX_BACKLOG_RANGE.start(),
+                    INDEX_BACKLOG_RANGE.end(),
+                    warden_store::DEFAULT_INDEX_BACKLOG
+                ),
+            ));
+        }
+    }
     (config, limits, problems)
 }
 
@@ -232,5 +259,30 @@ operator = "smudge"
             .err()
             .unwrap();
         assert!(errs.iter().any(|e| e.message.contains("key")), "{errs:?}");
+    }
+
+    #[test]
+    fn index_backlog_is_read_and_bounded() {
+        let parse = |v: &str| {
+            let text = format!("[evidence]\nindex_backlog = {v}\n");
+            crate::config::Config::parse(&text, Path::new("w.toml"), Path::new("."))
+        };
+        let cfg = crate::config::Config::parse("", Path::new("w.toml"), Path::new("."))
+            .ok()
+            .unwrap();
+        assert_eq!(
+            cfg.evidence_limits.index_backlog,
+            warden_store::DEFAULT_INDEX_BACKLOG
+        );
+        assert_eq!(parse("8").ok().unwrap().evidence_limits.index_backlog, 8);
+        for bad in ["0", "1", "16777217"] {
+            let errs = parse(bad).err().unwrap();
+            assert!(
+                errs.iter().any(|e| e.key == "evidence.index_backlog"
+                    && e.line == Some(2)
+                    && e.message.contains("from 2 to 16777216")),
+                "{bad}: {errs:?}"
+            );
+        }
     }
 }

@@ -46,8 +46,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
     tracing::info!(config = %cfg.path.display(), "starting");
     let store = Arc::new(
-        Store::open(&cfg.store_url, &cfg.base_dir, cfg.durability)
-            .with_context(|| format!("opening the store {}", cfg.store_url))?,
+        Store::open_with(
+            &cfg.store_url,
+            &cfg.base_dir,
+            warden_store::StoreOptions {
+                index_backlog: cfg.evidence_limits.index_backlog,
+                ..warden_store::StoreOptions::new(cfg.durability)
+            },
+        )
+        .with_context(|| format!("opening the store {}", cfg.store_url))?,
     );
     let jwt = match &cfg.oidc {
         Some(o) => Some(warden_identity::JwtValidator::new(o.clone()).context("[identity.oidc]")?),
