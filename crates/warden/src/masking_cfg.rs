@@ -45,8 +45,9 @@ pub struct EvidenceLimits {
 }
 
 /// Bounds of `[evidence] index_backlog`: below 2 there is no room to slow down before
-/// refusing; above the maximum the queued records' memory is no longer a bound.
-pub const INDEX_BACKLOG_RANGE: std::ops::RangeInclusive<u64> = 2..=1 << 24;
+/// refusing; every waiting record is held in memory (its line, ~1 KiB for a statement), so
+/// the maximum keeps that under about a GiB.
+pub const INDEX_BACKLOG_RANGE: std::ops::RangeInclusive<u64> = 2..=1 << 20;
 
 impl Default for EvidenceLimits {
     fn default() -> Self {
@@ -275,12 +276,12 @@ operator = "smudge"
             warden_store::DEFAULT_INDEX_BACKLOG
         );
         assert_eq!(parse("8").ok().unwrap().evidence_limits.index_backlog, 8);
-        for bad in ["0", "1", "16777217"] {
+        for bad in ["0", "1", "1048577"] {
             let errs = parse(bad).err().unwrap();
             assert!(
                 errs.iter().any(|e| e.key == "evidence.index_backlog"
                     && e.line == Some(2)
-                    && e.message.contains("from 2 to 16777216")),
+                    && e.message.contains("from 2 to 1048576")),
                 "{bad}: {errs:?}"
             );
         }
