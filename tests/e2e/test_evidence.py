@@ -545,6 +545,12 @@ def test_a_lagging_index_holds_statements_back_until_it_catches_up(pg):
             f"no statement was held while the index lagged (done: {done}); "
             "a debug build is needed for the stall hook")
         assert held_at < 6
+        # Held before it was forwarded: the session's backend shows the statement before
+        # it as its last one, and PostgreSQL has not seen the held one.
+        seen = pg.admin_psql("select query from pg_stat_activity where pid <> pg_backend_pid()")
+        assert f"select {held_at} /* {run_id} */" not in seen, seen
+        prev = f"select {held_at - 1} /* {run_id} */" if held_at else "select 1"
+        assert prev in seen, seen
         flag.unlink()  # the index catches up; the held statement goes on
         t.join(timeout=30)
         assert not t.is_alive() and not failed, failed

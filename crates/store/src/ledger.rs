@@ -322,6 +322,14 @@ async fn pace(shared: &Shared, soft_limit: usize, pace_wait: Duration) {
     }
 }
 
+/// `<path><suffix>`: where an end-to-end test puts a debug-build hook's flag file.
+#[cfg(debug_assertions)]
+fn hook_flag(path: &std::path::Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    p.into()
+}
+
 /// Fsync durability: what is written, what is synced, and the thread that syncs.
 ///
 /// The sync runs on its own thread (`Syncer::run`), never on a runtime worker: a worker
@@ -544,6 +552,8 @@ impl Ledger {
                     shared: shared.clone(),
                     chain: Arc::downgrade(&chain),
                     background_failed_since_flush: 0,
+                    #[cfg(debug_assertions)]
+                    stall_flag: hook_flag(&cfg.path, ".stall-index"),
                 };
                 shared.alive.store(true, Ordering::SeqCst);
                 let spawned = std::thread::Builder::new()
@@ -947,11 +957,7 @@ fn start_syncer(journal: &Journal) -> Result<(Arc<Syncer>, std::thread::JoinHand
         #[cfg(test)]
         fail_next: AtomicBool::new(false),
         #[cfg(debug_assertions)]
-        fail_flag: {
-            let mut p = journal.path().as_os_str().to_owned();
-            p.push(".fail-sync");
-            p.into()
-        },
+        fail_flag: hook_flag(journal.path(), ".fail-sync"),
     });
     let s = syncer.clone();
     let handle = std::thread::Builder::new()
@@ -997,6 +1003,12 @@ struct Indexer {
     shared: Arc<Shared>,
     chain: std::sync::Weak<Mutex<Chain>>,
     background_failed_since_flush: u64,
+    /// End-to-end test hook, debug builds only (never in a release binary): while this
+    /// file (`<database>.stall-index`) exists, at most a minute, the indexer takes no
+    /// batch, so what a lagging index does to sessions (pacing, the backlog limit) can be
+    /// observed through real clients.
+    #[cfg(debug_assertions)]
+    stall_flag: PathBuf,
 }
 
 /// Why a batch could not be indexed.
@@ -1008,17 +1020,11 @@ enum IndexError {
 }
 
 impl Indexer {
-    /// End-to-end test hook, debug builds only (never in a release binary): while
-    /// `<database>.stall-index` exists (at most a minute) the indexer takes no batch, so
-    /// what a lagging index does to sessions (pacing, the backlog limit) can be observed
-    /// through real clients.
+    /// See `stall_flag`.
     #[cfg(debug_assertions)]
     fn stall_while_flagged(&self) {
-        let mut flag = self.cfg.path.as_os_str().to_owned();
-        flag.push(".stall-index");
-        let flag = PathBuf::from(flag);
         let until = Instant::now() + Duration::from_secs(60);
-        while flag.exists() && Instant::now() < until {
+        while self.stall_flag.exists() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
