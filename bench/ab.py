@@ -93,6 +93,23 @@ def thread_ticks(pid: int) -> dict[str, int]:
     return out
 
 
+def switches(pid: int) -> dict[str, tuple[int, int]]:
+    """(voluntary, involuntary) context switches per thread name (same names summed)."""
+    out: dict[str, tuple[int, int]] = {}
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (t / "comm").read_text().strip()
+            status = (t / "status").read_text()
+        except OSError:
+            continue  # the thread ended between listing and reading
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        v = int(fields["voluntary_ctxt_switches"])
+        nv = int(fields["nonvoluntary_ctxt_switches"])
+        a, b = out.get(comm, (0, 0))
+        out[comm] = (a + v, b + nv)
+    return out
+
+
 class Gateway:
     """One Warden from `binary` on a fresh store, with `env` added to its environment."""
 
@@ -209,16 +226,19 @@ def timed(port: int, user: str, password: str, pid: int | None, clients: int) ->
 
 def timed_http(g: Gateway, pid: int) -> dict:
     """harness.wrk through the gateway (requests/s, its CPU per request) + the indexer's share."""
-    t0 = thread_ticks(pid)
+    t0, s0 = thread_ticks(pid), switches(pid)
     r = h.wrk(f"http://127.0.0.1:{g.w.http_port}/api/invoices/7",
               [f"Authorization: Bearer {g.w.key}"], pid)
-    t1 = thread_ticks(pid)
+    t1, s1 = thread_ticks(pid), switches(pid)
     if r["non2xx"] or r["socket_errors"]:
         raise h.BenchError(f"{g.w.name}: {r['non2xx']} non-2xx, {r['socket_errors']} socket errors")
     total = sum(t1.values()) - sum(t0.values())
     indexer = t1.get("warden-indexer", 0) - t0.get("warden-indexer", 0)
     cpu = r.get("cpu_us_per_req", 0.0)
-    return {"tps": r["rps"], "cpu": cpu, "indexer": cpu * indexer / max(total, 1)}
+    n = max(r["requests"], 1)
+    rt0, rt1 = s0.get("tokio-rt-worker", (0, 0)), s1.get("tokio-rt-worker", (0, 0))
+    return {"tps": r["rps"], "cpu": cpu, "indexer": cpu * indexer / max(total, 1),
+            "vol": (rt1[0] - rt0[0]) / n, "invol": (rt1[1] - rt0[1]) / n}
 
 
 def callgrind(g: Gateway, tmp: Path, tx: int, http: bool = False) -> int:
@@ -281,11 +301,14 @@ def main() -> int:
                     help="the gateways' [evidence] durability (default process)")
     ap.add_argument("--http", action="store_true",
                     help="the HTTP path (wrk on a small JSON API) instead of pgbench")
+    ap.add_argument("--http-connections", type=int, default=32, metavar="N",
+                   help="wrk connections for --http (default 32, as bench/run.sh)")
     ap.add_argument("--download", type=int, metavar="MIB", default=0,
                     help="with --http: also download a MIB-sized file through each target")
     args = ap.parse_args()
     if args.download and not args.http:
         raise h.BenchError("--download goes with --http")
+    h.WRK_CONNECTIONS = args.http_connections
     global PROTOCOL, DURABILITY
     PROTOCOL = args.protocol
     DURABILITY = args.durability
@@ -417,7 +440,8 @@ def http_rounds(args, e: h.Env, targets: list, pin: list[str]) -> int:
             g.stop()
             rows[name].append(r)
             h.log(f"round {rnd} {name}: {r['tps']:.0f} req/s {r['cpu']:.1f} µs/req "
-                  f"(indexer {r['indexer']:.1f})"
+                  f"(indexer {r['indexer']:.1f}; runtime switches {r['vol']:.2f} + "
+                  f"{r['invol']:.2f}/req)"
                   + (f"; download {r['mib_s']:.0f} MiB/s" if args.download else ""))
         rn = h.wrk(f"http://127.0.0.1:{e.proxy_port}/invoices/7")
         rows["nginx"].append({"tps": rn["rps"]})
@@ -428,12 +452,13 @@ def http_rounds(args, e: h.Env, targets: list, pin: list[str]) -> int:
                 f"http://127.0.0.1:{e.origin_port}/big.bin")["mib_per_s"]})
         h.log(f"round {rnd} nginx proxy_pass: {rn['rps']:.0f} req/s")
 
-    print(f"\nwrk -t2 -c32 on a small JSON API, {args.seconds:g} s per run, {args.rounds} "
+    print(f"\nwrk -c{h.WRK_CONNECTIONS} on a small JSON API, {args.seconds:g} s per run, {args.rounds} "
           f"interleaved rounds; CPU = the gateway's µs per request (all threads); "
           + ("proxy on CPU 1, the rest on CPU 0\n" if pin else "everything shares both CPUs\n"))
     dl = f" | {args.download} MiB download, MiB/s | peak RSS MiB" if args.download else ""
-    print("| target | req/s | CPU µs/req | of which indexer" + dl + " |")
-    print("|---|---|---|---|" + ("---|---|" if args.download else ""))
+    print("| target | req/s | CPU µs/req | of which indexer | runtime threads' voluntary "
+          "switches/req | involuntary/req" + dl + " |")
+    print("|---|---|---|---|---|---|" + ("---|---|" if args.download else ""))
     for name, rs in rows.items():
         def col(k: str, fmt: str = "{:.1f}") -> str:
             xs = [r[k] for r in rs if k in r]
@@ -441,6 +466,7 @@ def http_rounds(args, e: h.Env, targets: list, pin: list[str]) -> int:
                 return "–"
             return f"{fmt.format(statistics.median(xs))} ({' / '.join(fmt.format(x) for x in xs)})"
         print(f"| {name} | {col('tps', '{:.0f}')} | {col('cpu')} | {col('indexer')} |"
+              f" {col('vol', '{:.2f}')} | {col('invol', '{:.2f}')} |"
               + (f" {col('mib_s', '{:.0f}')} | {col('rss')} |" if args.download else ""))
     nginx = statistics.median(r["tps"] for r in rows["nginx"])
     print("\nratios of median req/s\n")

@@ -24,23 +24,6 @@ import ab  # noqa: E402
 import harness as h  # noqa: E402
 
 
-def switches(pid: int) -> dict[str, tuple[int, int]]:
-    """(voluntary, involuntary) context switches per thread name (same names summed)."""
-    out: dict[str, tuple[int, int]] = {}
-    for t in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            comm = (t / "comm").read_text().strip()
-            status = (t / "status").read_text()
-        except OSError:
-            continue  # the thread ended between listing and reading
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        v = int(fields["voluntary_ctxt_switches"])
-        nv = int(fields["nonvoluntary_ctxt_switches"])
-        a, b = out.get(comm, (0, 0))
-        out[comm] = (a + v, b + nv)
-    return out
-
-
 def main() -> int:
     args = ab.arg_parser(__doc__, rounds=2, seconds=6).parse_args()
     targets = [ab.parse_target(t) for t in args.targets]
@@ -59,9 +42,9 @@ def main() -> int:
                 g.pgbench(8, tx=200)  # warm-up
                 pid = g.w.proc.pid
                 for clients in (1, 8):
-                    before, t0 = switches(pid), time.monotonic()
+                    before, t0 = ab.switches(pid), time.monotonic()
                     out = g.pgbench(clients, seconds=args.seconds)
-                    after, dt = switches(pid), time.monotonic() - t0
+                    after, dt = ab.switches(pid), time.monotonic() - t0
                     m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
                     if not m:
                         raise h.BenchError(f"no tps in pgbench's output:\n{out}")

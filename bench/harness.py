@@ -526,8 +526,12 @@ def wrk_unit(v: str) -> float:
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)]
 
 
+WRK_CONNECTIONS = 32  # bench/ab.py --http-connections changes it
+
+
 def wrk(url: str, headers: list[str] = (), cpu_pid: int | None = None) -> dict:
-    cmd = ["wrk", "-t2", "-c32", f"-d{max(1, round(SECONDS))}s", "--latency", "--timeout", "5s"]
+    conns = WRK_CONNECTIONS
+    cmd = ["wrk", f"-t{min(2, conns)}", f"-c{conns}", f"-d{max(1, round(SECONDS))}s", "--latency", "--timeout", "5s"]
     for h in headers:
         cmd += ["-H", h]
     cmd.append(url)

@@ -164,6 +164,7 @@ class Upstream(http.server.BaseHTTPRequestHandler):
                 "method": self.command, "path": self.path,
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "raw_headers": str(self.headers), "body_len": body_len,
+                "peer_port": self.client_address[1],
             })
 
     def _read_body(self) -> int:
@@ -226,6 +227,12 @@ class Upstream(http.server.BaseHTTPRequestHandler):
         if u.path.startswith("/invoices/"):
             self._json(200, {"id": u.path.rsplit("/", 1)[-1], "customer": {"email": EMAIL},
                              "card_number": CARD, "amount": 12.5, "note": "ok"})
+            if "hangup" in q:
+                # Close the kept-alive connection without announcing it, a moment after
+                # the answer: the client has taken the connection back as idle by then.
+                self.wfile.flush()
+                time.sleep(0.05)
+                self.close_connection = True
         elif u.path == "/asis":
             body = ASIS_JSON
             self.send_response(200)
@@ -696,6 +703,30 @@ def test_keepalive_connection_is_one_session_per_purpose(hw):
     for s in (sid, other["session_id"]):
         [end] = wait_for(lambda s=s: hw.audit(kind="session.end", session=s), what="session.end")
         assert end["detail"].startswith("client terminated the session")
+
+
+def test_upstream_connections_are_kept_alive_and_a_closed_one_is_replaced(hw):
+    """Warden keeps its upstream connections alive between requests (one TCP connection
+    for a run of sequential requests), and a kept-alive connection that the upstream
+    closed while it was idle is noticed and replaced: the next request is answered, not
+    refused with 502."""
+    tag = "pool-" + uuid.uuid4().hex[:6]
+    with httpx.Client(headers=auth(hw)) as c:
+        for i in range(5):
+            r = c.get(f"{hw.base}/billing/invoices/{tag}-a{i}")
+            assert r.status_code == 200, r.text
+        ports = [seen_with(f"{tag}-a{i}")[0]["peer_port"] for i in range(5)]
+        assert len(set(ports)) == 1, f"one upstream connection expected, saw ports {ports}"
+        for i in range(3):
+            # The upstream answers, then hangs up without `Connection: close`.
+            r = c.get(f"{hw.base}/billing/invoices/{tag}-h{i}", params={"hangup": "1"})
+            assert r.status_code == 200, r.text
+            time.sleep(0.2)  # idle: the close reaches Warden before the next request
+            r = c.get(f"{hw.base}/billing/invoices/{tag}-n{i}")
+            assert r.status_code == 200, r.text
+            before = seen_with(f"{tag}-h{i}")[0]["peer_port"]
+            after = seen_with(f"{tag}-n{i}")[0]["peer_port"]
+            assert after != before, "a request went to a connection the upstream had closed"
 
 
 def test_http2_prior_knowledge(hw):

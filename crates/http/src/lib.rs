@@ -18,6 +18,7 @@
 pub mod body;
 pub mod guard;
 pub mod headers;
+pub mod pool;
 mod proxy;
 pub mod sessions;
 pub mod target;
