@@ -1176,6 +1176,101 @@ def test_revoked_key_is_refused_at_once_on_a_keepalive_connection(hw):
     assert requests_for(hw, "GET /invoices/rv-3 HTTP/1.1") == []
 
 
+def test_a_lagging_index_holds_requests_back_until_it_catches_up(pg):
+    """The HTTP path, like the PostgreSQL relay (test_evidence.py), awaits the ledger
+    before it forwards, under `process` durability too: while the evidence index is more
+    than half its backlog (`[evidence] index_backlog`) behind, a request is held (at most
+    the store's 5 s busy timeout) rather than forwarded or refused, and goes on once the
+    index catches up. The debug build's hook (`<database>.stall-index` exists: the
+    indexer takes no batch) makes the index lag. With a backlog of 8, requests (two
+    records each) reach the soft limit (4) within a few and would reach the hard limit,
+    where new evidence is refused with 503, within six."""
+    up_port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", up_port), Upstream)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-http-pacing-"))
+    flag = tmp / "data" / "evidence.db.stall-index"
+    w = None
+    tag = "pace-" + uuid.uuid4().hex[:6]
+    try:
+        port, hport = free_port(), free_port()
+        extra = f'''http = "127.0.0.1:{hport}"
+
+[evidence]
+index_backlog = 8
+
+[[connections]]
+name = "billing"
+protocol = "http"
+upstream = "http://127.0.0.1:{up_port}"
+
+[[rules]]
+id = "read-billing"
+principals = ["group:agents"]
+connections = ["billing"]
+http = ["GET /**"]
+effect = "allow"
+'''
+        cfg = write_config(tmp, pg.port, port, free_port(), extra=extra)
+        w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
+        k = w.create_key("agent:pacer", ["agents"])
+        w.proc, w.log = start_warden(cfg, port, tmp)
+        wait_for(lambda: _listening(hport), timeout=15, what="the HTTP listener")
+        url = f"http://127.0.0.1:{hport}/billing/invoices/{tag}"
+        with httpx.Client(headers={"Authorization": f"Bearer {k.secret}"}, timeout=30) as c:
+            assert c.get(f"{url}-first").status_code == 200
+            flag.touch()
+            done: list[int] = []
+            failed: list[str] = []
+
+            def requests():
+                try:
+                    for i in range(6):
+                        r = c.get(f"{url}-{i}")
+                        assert r.status_code == 200, r.text
+                        done.append(i)
+                except Exception as e:  # noqa: BLE001
+                    failed.append(repr(e))
+
+            t = threading.Thread(target=requests)
+            t.start()
+            # Held: the thread stops making progress, without an error, before all six.
+            held_at, last, since = None, -1, time.monotonic()
+            deadline = time.monotonic() + 4.5  # inside the 5 s a hold may last
+            while time.monotonic() < deadline and t.is_alive():
+                if len(done) != last:
+                    last, since = len(done), time.monotonic()
+                elif time.monotonic() - since >= 1.5:
+                    held_at = len(done)
+                    break
+                time.sleep(0.05)
+            assert not failed, f"a request failed instead of being held: {failed}"
+            assert held_at is not None and t.is_alive(), (
+                f"no request was held while the index lagged (done: {done}); "
+                "a debug build is needed for the stall hook")
+            assert held_at < 6
+            # Held before it was forwarded: the upstream has not seen it.
+            assert seen_with(f"{tag}-{held_at}") == [], "the held request reached the upstream"
+            assert seen_with(f"{tag}-{held_at - 1}" if held_at else f"{tag}-first")
+            flag.unlink()  # the index catches up; the held request goes on
+            t.join(timeout=30)
+            assert not t.is_alive() and not failed, failed
+            assert done == list(range(6)), done
+        reqs = {x["action"]["text"]: x for x in w.audit(kind="action.request")}
+        for i in range(6):
+            resp = response_for(w, reqs[f"GET /invoices/{tag}-{i} HTTP/1.1"])
+            assert resp["response"]["status"] == "ok", resp["response"]
+        code, out = w.verify()
+        assert code == 0, out
+    finally:
+        flag.unlink(missing_ok=True)
+        if w is not None and w.proc is not None:
+            stop_process(w.proc)
+        server.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_shutdown_ends_keepalive_sessions(pg):
     """A keep-alive client's session ends with `session.end` ("gateway shutting down")
     when the gateway stops while the client connection is still open."""
