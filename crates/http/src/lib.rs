@@ -18,7 +18,6 @@
 pub mod body;
 pub mod guard;
 pub mod headers;
-pub mod pool;
 mod proxy;
 pub mod sessions;
 pub mod target;

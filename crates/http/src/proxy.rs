@@ -467,12 +467,7 @@ async fn handle_inner(
     *up_req.headers_mut() = parts.headers;
 
     // 8. Forward.
-    let sent = if client_upgrade.is_some() {
-        upstream.send_upgrade(up_req).await
-    } else {
-        upstream.send(up_req).await
-    };
-    let mut resp = match sent {
+    let mut resp = match upstream.client.request(up_req).await {
         Ok(r) => r,
         Err(e) => {
             let detail = describe_error(&e);

@@ -1,19 +1,22 @@
-//! Upstreams: the URL of each `protocol = "http"` connection and its connection pool
-//! (plain HTTP, or HTTPS verified against the system roots or the connection's
-//! `ca_file`; see [`crate::pool`] for how connections are driven).
+//! Upstreams: the URL of each `protocol = "http"` connection and one pooled hyper client
+//! per connection (plain HTTP, or HTTPS verified against the system roots or the
+//! connection's `ca_file`).
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderValue};
-use http::{Request, Response, Uri};
+use http::Uri;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use warden_pipeline::{ConnectionSpec, Protocol, UpstreamTls};
 
 use crate::body::ProxyBody;
-use crate::pool::{Pool, UpstreamBody, UpstreamError};
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// One connection's target.
 pub struct Upstream {
@@ -22,13 +25,11 @@ pub struct Upstream {
     pub authority: http::uri::Authority,
     /// Path prefix from the configured URL, without a trailing `/` (often empty).
     pub prefix: String,
-    /// `Host` for requests that do not set one: the authority, without a default port.
-    host: HeaderValue,
-    pool: Arc<Pool>,
+    pub client: HttpClient,
 }
 
 impl Upstream {
-    /// The request-target (origin form) for `path` (starts with `/`) and `query`.
+    /// The upstream URI for `path` (starts with `/`) and `query`.
     pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
         let mut pq = String::with_capacity(self.prefix.len() + path.len() + 1);
         pq.push_str(&self.prefix);
@@ -37,31 +38,11 @@ impl Upstream {
             pq.push('?');
             pq.push_str(q);
         }
-        Uri::builder().path_and_query(pq).build()
-    }
-
-    /// Send `req` (its URI from [`Upstream::uri`]) and await the response head.
-    pub async fn send(
-        &self,
-        mut req: Request<ProxyBody>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        self.set_host(&mut req);
-        self.pool.send(req).await
-    }
-
-    /// Send a request that asks for a protocol upgrade (on a connection of its own).
-    pub async fn send_upgrade(
-        &self,
-        mut req: Request<ProxyBody>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        self.set_host(&mut req);
-        self.pool.send_upgrade(req).await
-    }
-
-    fn set_host(&self, req: &mut Request<ProxyBody>) {
-        req.headers_mut()
-            .entry(header::HOST)
-            .or_insert_with(|| self.host.clone());
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
     }
 
     /// `host:port` for messages (never the credential).
@@ -153,29 +134,16 @@ fn build_one(spec: &ConnectionSpec, connect_timeout: Duration) -> Result<Upstrea
         None => builder,
     };
     let connector = builder.enable_http1().wrap_connector(http);
-    let default_port = if scheme == http::uri::Scheme::HTTPS {
-        443
-    } else {
-        80
-    };
-    let host = match authority.port_u16() {
-        Some(p) if p != default_port => format!("{}:{p}", authority.host()),
-        _ => authority.host().to_string(),
-    };
-    let host = HeaderValue::from_str(&host)
-        .map_err(|e| format!("upstream `{}`: host `{host}`: {e}", spec.upstream))?;
-    let target = Uri::builder()
-        .scheme(scheme.clone())
-        .authority(authority.clone())
-        .path_and_query("/")
-        .build()
-        .map_err(|e| format!("upstream `{}`: {e}", spec.upstream))?;
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .set_host(true)
+        .build(connector);
     Ok(Upstream {
         scheme,
         authority,
         prefix,
-        host,
-        pool: Pool::new(connector, target),
+        client,
     })
 }
 

@@ -1048,7 +1048,7 @@ async fn http_request(ctx: &Ctx<'_>, a: tools::HttpArgs) -> ToolResult {
         HeaderValue::from_static("identity"),
     );
     let timeout = ctx.server.config.call_timeout;
-    let resp = match tokio::time::timeout(timeout, upstream.send(req)).await {
+    let resp = match tokio::time::timeout(timeout, upstream.client.request(req)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             let msg = format!(
@@ -1178,7 +1178,7 @@ async fn http_request(ctx: &Ctx<'_>, a: tools::HttpArgs) -> ToolResult {
 
 /// Read up to `limit` bytes of a response body; counts (and drops) the rest.
 async fn collect_up_to(
-    mut body: warden_http::pool::UpstreamBody,
+    mut body: hyper::body::Incoming,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<(Bytes, bool, u64), String> {
