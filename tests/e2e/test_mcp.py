@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -112,9 +114,11 @@ CUSTOMERS = [
 
 class Api(http.server.BaseHTTPRequestHandler):
     seen_auth: list = []
+    seen_paths: list = []
 
     def do_GET(self):  # noqa: N802
         Api.seen_auth.append(self.headers.get("Authorization"))
+        Api.seen_paths.append(self.path)
         body = json.dumps({"id": 1, "name": "Ada", "email": "ada@example.com",
                            "path": self.path}).encode()
         self.send_response(200)
@@ -652,3 +656,88 @@ def test_jwt_bearer_and_metadata_name_the_issuer(pg, gw):
     finally:
         stop_process(w.proc)
         shutil.rmtree(w.tmp, ignore_errors=True)
+
+
+def test_a_lagging_index_holds_tool_calls_back_until_it_catches_up(pg):
+    """MCP tool calls, like the PostgreSQL relay and the HTTP path, await the ledger before
+    anything reaches the target, under `process` durability too: while the evidence index
+    is more than half its backlog (`[evidence] index_backlog`) behind, a call is held (at
+    most the store's 5 s busy timeout) rather than run or refused, and runs once the
+    index catches up. The debug build's hook (`<database>.stall-index` exists: the
+    indexer takes no batch) makes the index lag; with a backlog of 8 a few calls (two
+    records each) reach the soft limit (4), six would reach the hard limit."""
+    api_port = free_port()
+    api = http.server.ThreadingHTTPServer(("127.0.0.1", api_port), Api)
+    api.daemon_threads = True
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-mcp-pacing-"))
+    flag = tmp / "data" / "evidence.db.stall-index"
+    w = None
+    tag = "pace-" + uuid.uuid4().hex[:6]
+    try:
+        port, admin_port, http_port = free_port(), free_port(), free_port()
+        extra = EXTRA.format(http_port=http_port, pg_port=pg.port, api_port=api_port)
+        cfg = write_config(tmp, pg.port, port, free_port(), admin_port=admin_port,
+                           extra=extra + "\n[evidence]\nindex_backlog = 8\n")
+        w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
+        w.keys["reporter"] = w.create_key("agent:reporter", ["agents"])
+        w.proc, w.log = start_warden(cfg, port, tmp)
+        wait_for(lambda: _port_open(http_port), timeout=15, what="the HTTP listener")
+        w.mcp_url = f"http://127.0.0.1:{http_port}/mcp"
+        sid = init_session(w)
+
+        def get(i) -> dict:
+            return call(w, sid, "http_request", {"connection": "mcp_api", "method": "GET",
+                                                 "path": f"/customers/{tag}-{i}",
+                                                 "purpose": "pacing"})
+
+        assert get("first")["isError"] is False
+        flag.touch()
+        done: list[int] = []
+        failed: list[str] = []
+
+        def calls():
+            try:
+                for i in range(6):
+                    res = get(i)
+                    assert res["isError"] is False, res
+                    done.append(i)
+            except Exception as e:  # noqa: BLE001
+                failed.append(repr(e))
+
+        t = threading.Thread(target=calls)
+        t.start()
+        # Held: the thread stops making progress, without an error, before all six.
+        held_at, last, since = None, -1, time.monotonic()
+        deadline = time.monotonic() + 4.5  # inside the 5 s a hold may last
+        while time.monotonic() < deadline and t.is_alive():
+            if len(done) != last:
+                last, since = len(done), time.monotonic()
+            elif time.monotonic() - since >= 1.5:
+                held_at = len(done)
+                break
+            time.sleep(0.05)
+        assert not failed, f"a call failed instead of being held: {failed}"
+        assert held_at is not None and t.is_alive(), (
+            f"no call was held while the index lagged (done: {done}); "
+            "a debug build is needed for the stall hook")
+        assert held_at < 6
+        # Held before it ran: the API has not seen it, but the call before it.
+        assert f"/customers/{tag}-{held_at}" not in Api.seen_paths
+        assert (f"/customers/{tag}-{held_at - 1}" if held_at else f"/customers/{tag}-first") \
+            in Api.seen_paths
+        flag.unlink()  # the index catches up; the held call runs
+        t.join(timeout=30)
+        assert not t.is_alive() and not failed, failed
+        assert done == list(range(6)), done
+        texts = {(x.get("action") or {}).get("text") for x in w.audit(kind="action.request")}
+        for i in range(6):
+            assert f"GET /customers/{tag}-{i}" in texts, texts
+        code, out = w.verify()
+        assert code == 0, out
+    finally:
+        flag.unlink(missing_ok=True)
+        if w is not None and w.proc is not None:
+            stop_process(w.proc)
+        api.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
