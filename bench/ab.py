@@ -34,8 +34,9 @@ dir (servers' logs, callgrind dumps for callgrind_annotate) is removed unless BE
 
 With --http the same comparison runs on the HTTP path instead: nginx serves the harness's
 small JSON document, and each round runs `wrk -t2 -c32` through every Warden (after a 2 s
-warm-up) and through nginx `proxy_pass`, reporting requests/s and the gateway's CPU per
-request. `--http --callgrind N` counts the instructions of N x 8 keep-alive GETs (8
+warm-up) and through nginx `proxy_pass`, reporting requests/s, the gateway's CPU per
+request and its runtime threads' context switches per request (`--http-connections N`:
+N connections instead of 32; 1 is a sequential client, as an agent). `--http --callgrind N` counts the instructions of N x 8 keep-alive GETs (8
 connections; a run of 2N per connection minus a run of N, as for pgbench). `--http
 --download MIB` adds, per round, a download of a MIB-sized binary file through each
 Warden, through nginx `proxy_pass` and from nginx directly (`sendfile`), in MiB/s.
@@ -308,6 +309,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.download and not args.http:
         raise h.BenchError("--download goes with --http")
+    if args.http_connections < 1:
+        raise h.BenchError("--http-connections must be at least 1")
     h.WRK_CONNECTIONS = args.http_connections
     global PROTOCOL, DURABILITY
     PROTOCOL = args.protocol
