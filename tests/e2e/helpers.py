@@ -3,9 +3,61 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
+import time
 import uuid
+from dataclasses import dataclass, field
+from typing import Callable
 
 from conftest import wait_for
+
+
+@dataclass
+class Steps:
+    """`n` steps run one after another on a thread of their own (see `run_until_held`)."""
+    thread: threading.Thread
+    done: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+
+    def join(self, n: int) -> None:
+        """Wait for the rest; every step must have completed, in order."""
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive() and not self.failed, self.failed
+        assert self.done == list(range(n)), self.done
+
+
+def run_until_held(step: Callable[[int], None], n: int) -> tuple[int, Steps]:
+    """Run `step(0)` … `step(n - 1)` in order on a thread and wait until they stop making
+    progress without an error (1.5 s without a step completing, checked within 4.5 s —
+    inside the 5 s a pacing hold may last). Returns the index of the held step (that many
+    completed) and the running steps, for `Steps.join` once the hold is lifted. Fails if
+    a step failed, or if all completed or none was held in time."""
+    steps = Steps(thread=threading.Thread(target=lambda: None))
+
+    def run():
+        try:
+            for i in range(n):
+                step(i)
+                steps.done.append(i)
+        except Exception as e:  # noqa: BLE001
+            steps.failed.append(repr(e))
+
+    steps.thread = threading.Thread(target=run, daemon=True)
+    steps.thread.start()
+    held_at, last, since = None, -1, time.monotonic()
+    deadline = time.monotonic() + 4.5
+    while time.monotonic() < deadline and steps.thread.is_alive():
+        if len(steps.done) != last:
+            last, since = len(steps.done), time.monotonic()
+        elif time.monotonic() - since >= 1.5:
+            held_at = len(steps.done)
+            break
+        time.sleep(0.05)
+    assert not steps.failed, f"a step failed instead of being held: {steps.failed}"
+    assert held_at is not None and steps.thread.is_alive(), (
+        f"nothing was held (done: {steps.done}); a debug build is needed for the stall hook")
+    assert held_at < n
+    return held_at, steps
 
 
 def tag() -> str:

@@ -32,7 +32,7 @@ from conftest import (
     wait_for,
     write_config,
 )
-from helpers import one_request, pg_msg, pg_startup, raw_login, response_for
+from helpers import one_request, pg_msg, pg_startup, raw_login, response_for, run_until_held
 
 VERIFY_PY = REPO / "tools" / "verify_bundle.py"
 
@@ -517,34 +517,11 @@ def test_a_lagging_index_holds_statements_back_until_it_catches_up(pg):
         conn = w.connect("reporter", autocommit=True)
         assert conn.execute("select 1").fetchone()[0] == 1
         flag.touch()
-        done: list[int] = []
-        failed: list[str] = []
 
-        def statements():
-            try:
-                for i in range(6):
-                    assert conn.execute(f"select {i} /* {run_id} */").fetchone()[0] == i
-                    done.append(i)
-            except Exception as e:  # noqa: BLE001
-                failed.append(repr(e))
+        def statement(i: int) -> None:
+            assert conn.execute(f"select {i} /* {run_id} */").fetchone()[0] == i
 
-        t = threading.Thread(target=statements)
-        t.start()
-        # Held: the thread stops making progress, without an error, well before all six.
-        held_at, last, since = None, -1, time.monotonic()
-        deadline = time.monotonic() + 4.5  # inside the 5 s a hold may last
-        while time.monotonic() < deadline and t.is_alive():
-            if len(done) != last:
-                last, since = len(done), time.monotonic()
-            elif time.monotonic() - since >= 1.5:
-                held_at = len(done)
-                break
-            time.sleep(0.05)
-        assert not failed, f"a statement failed instead of being held: {failed}"
-        assert held_at is not None and t.is_alive(), (
-            f"no statement was held while the index lagged (done: {done}); "
-            "a debug build is needed for the stall hook")
-        assert held_at < 6
+        held_at, steps = run_until_held(statement, 6)
         # Held before it was forwarded: the session's backend shows the statement before
         # it as its last one, and PostgreSQL has not seen the held one.
         seen = pg.admin_psql("select query from pg_stat_activity where pid <> pg_backend_pid()")
@@ -552,9 +529,7 @@ def test_a_lagging_index_holds_statements_back_until_it_catches_up(pg):
         prev = f"select {held_at - 1} /* {run_id} */" if held_at else "select 1"
         assert prev in seen, seen
         flag.unlink()  # the index catches up; the held statement goes on
-        t.join(timeout=30)
-        assert not t.is_alive() and not failed, failed
-        assert done == list(range(6)), done
+        steps.join(6)
         conn.close()
         for i in range(6):
             resp = response_for(w, one_request(w, f"select {i} /* {run_id} */"))

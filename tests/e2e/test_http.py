@@ -29,6 +29,7 @@ import pytest
 
 from conftest import (REPO, WARDEN_BIN, Warden, free_port, require_tool, run_warden, start_warden,
                       stop_process, wait_for, write_config)
+from helpers import run_until_held
 
 UPSTREAM_TOKEN = "upstream-secret-4d1f"
 UPSTREAM_API_KEY = "k-7731"
@@ -1176,6 +1177,46 @@ def test_revoked_key_is_refused_at_once_on_a_keepalive_connection(hw):
     assert requests_for(hw, "GET /invoices/rv-3 HTTP/1.1") == []
 
 
+def start_upstream() -> http.server.ThreadingHTTPServer:
+    """The test upstream (`Upstream`) on a free port, serving on a daemon thread."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Upstream)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def billing_gateway(pg, tmp: Path, server, principal: str, sections: str = ""):
+    """A gateway of its own in `tmp`: the HTTP listener, one connection `billing` to
+    `server` whose GETs the group `agents` may make, `sections` (TOML) added. Returns
+    the running Warden, its HTTP port and a key for `principal` in `agents`."""
+    port, hport = free_port(), free_port()
+    extra = f'''http = "127.0.0.1:{hport}"
+
+{sections}
+[[connections]]
+name = "billing"
+protocol = "http"
+upstream = "http://127.0.0.1:{server.server_address[1]}"
+
+[[rules]]
+id = "read-billing"
+principals = ["group:agents"]
+connections = ["billing"]
+http = ["GET /**"]
+effect = "allow"
+'''
+    cfg = write_config(tmp, pg.port, port, free_port(), extra=extra)
+    w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
+    k = w.create_key(principal, ["agents"])
+    w.proc, w.log = start_warden(cfg, port, tmp)
+    try:
+        wait_for(lambda: _listening(hport), timeout=15, what="the HTTP listener")
+    except BaseException:
+        stop_process(w.proc)
+        raise
+    return w, hport, k
+
+
 def test_a_lagging_index_holds_requests_back_until_it_catches_up(pg):
     """The HTTP path, like the PostgreSQL relay (test_evidence.py), awaits the ledger
     before it forwards, under `process` durability too: while the evidence index is more
@@ -1185,78 +1226,29 @@ def test_a_lagging_index_holds_requests_back_until_it_catches_up(pg):
     indexer takes no batch) makes the index lag. With a backlog of 8, requests (two
     records each) reach the soft limit (4) within a few and would reach the hard limit,
     where new evidence is refused with 503, within six."""
-    up_port = free_port()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", up_port), Upstream)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = start_upstream()
     tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-http-pacing-"))
     flag = tmp / "data" / "evidence.db.stall-index"
     w = None
     tag = "pace-" + uuid.uuid4().hex[:6]
     try:
-        port, hport = free_port(), free_port()
-        extra = f'''http = "127.0.0.1:{hport}"
-
-[evidence]
-index_backlog = 8
-
-[[connections]]
-name = "billing"
-protocol = "http"
-upstream = "http://127.0.0.1:{up_port}"
-
-[[rules]]
-id = "read-billing"
-principals = ["group:agents"]
-connections = ["billing"]
-http = ["GET /**"]
-effect = "allow"
-'''
-        cfg = write_config(tmp, pg.port, port, free_port(), extra=extra)
-        w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
-        k = w.create_key("agent:pacer", ["agents"])
-        w.proc, w.log = start_warden(cfg, port, tmp)
-        wait_for(lambda: _listening(hport), timeout=15, what="the HTTP listener")
+        w, hport, k = billing_gateway(pg, tmp, server, "agent:pacer",
+                                      "[evidence]\nindex_backlog = 8\n")
         url = f"http://127.0.0.1:{hport}/billing/invoices/{tag}"
         with httpx.Client(headers={"Authorization": f"Bearer {k.secret}"}, timeout=30) as c:
             assert c.get(f"{url}-first").status_code == 200
             flag.touch()
-            done: list[int] = []
-            failed: list[str] = []
 
-            def requests():
-                try:
-                    for i in range(6):
-                        r = c.get(f"{url}-{i}")
-                        assert r.status_code == 200, r.text
-                        done.append(i)
-                except Exception as e:  # noqa: BLE001
-                    failed.append(repr(e))
+            def request(i: int) -> None:
+                r = c.get(f"{url}-{i}")
+                assert r.status_code == 200, r.text
 
-            t = threading.Thread(target=requests)
-            t.start()
-            # Held: the thread stops making progress, without an error, before all six.
-            held_at, last, since = None, -1, time.monotonic()
-            deadline = time.monotonic() + 4.5  # inside the 5 s a hold may last
-            while time.monotonic() < deadline and t.is_alive():
-                if len(done) != last:
-                    last, since = len(done), time.monotonic()
-                elif time.monotonic() - since >= 1.5:
-                    held_at = len(done)
-                    break
-                time.sleep(0.05)
-            assert not failed, f"a request failed instead of being held: {failed}"
-            assert held_at is not None and t.is_alive(), (
-                f"no request was held while the index lagged (done: {done}); "
-                "a debug build is needed for the stall hook")
-            assert held_at < 6
+            held_at, steps = run_until_held(request, 6)
             # Held before it was forwarded: the upstream has not seen it.
             assert seen_with(f"{tag}-{held_at}") == [], "the held request reached the upstream"
             assert seen_with(f"{tag}-{held_at - 1}" if held_at else f"{tag}-first")
             flag.unlink()  # the index catches up; the held request goes on
-            t.join(timeout=30)
-            assert not t.is_alive() and not failed, failed
-            assert done == list(range(6)), done
+            steps.join(6)
         reqs = {x["action"]["text"]: x for x in w.audit(kind="action.request")}
         for i in range(6):
             resp = response_for(w, reqs[f"GET /invoices/{tag}-{i} HTTP/1.1"])
@@ -1274,31 +1266,10 @@ effect = "allow"
 def test_shutdown_ends_keepalive_sessions(pg):
     """A keep-alive client's session ends with `session.end` ("gateway shutting down")
     when the gateway stops while the client connection is still open."""
-    up_port = free_port()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", up_port), Upstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = start_upstream()
     tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-http-stop-"))
     try:
-        port, hport = free_port(), free_port()
-        extra = f'''http = "127.0.0.1:{hport}"
-
-[[connections]]
-name = "billing"
-protocol = "http"
-upstream = "http://127.0.0.1:{up_port}"
-
-[[rules]]
-id = "read-billing"
-principals = ["group:agents"]
-connections = ["billing"]
-http = ["GET /**"]
-effect = "allow"
-'''
-        cfg = write_config(tmp, pg.port, port, free_port(), extra=extra)
-        w = Warden(config=cfg, port=port, proc=None, log=tmp / "warden.log", tmp=tmp)  # type: ignore[arg-type]
-        k = w.create_key("agent:stopper", ["agents"])
-        w.proc, w.log = start_warden(cfg, port, tmp)
-        wait_for(lambda: _listening(hport), timeout=15, what="the HTTP listener")
+        w, hport, k = billing_gateway(pg, tmp, server, "agent:stopper")
         with httpx.Client(headers={"Authorization": f"Bearer {k.secret}"}) as c:
             for i in range(2):
                 assert c.get(f"http://127.0.0.1:{hport}/billing/invoices/stop-{i}").status_code == 200

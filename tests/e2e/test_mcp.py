@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import pytest
 
 from conftest import (REPO, WARDEN_BIN, Warden, free_port, require_tool, run_warden,
                       start_warden, stop_process, wait_for, write_config)
+from helpers import run_until_held
 
 PURPOSE = "support ticket 4711: remove a duplicate customer"
 
@@ -693,43 +693,18 @@ def test_a_lagging_index_holds_tool_calls_back_until_it_catches_up(pg):
 
         assert get("first")["isError"] is False
         flag.touch()
-        done: list[int] = []
-        failed: list[str] = []
 
-        def calls():
-            try:
-                for i in range(6):
-                    res = get(i)
-                    assert res["isError"] is False, res
-                    done.append(i)
-            except Exception as e:  # noqa: BLE001
-                failed.append(repr(e))
+        def tool_call(i: int) -> None:
+            res = get(i)
+            assert res["isError"] is False, res
 
-        t = threading.Thread(target=calls)
-        t.start()
-        # Held: the thread stops making progress, without an error, before all six.
-        held_at, last, since = None, -1, time.monotonic()
-        deadline = time.monotonic() + 4.5  # inside the 5 s a hold may last
-        while time.monotonic() < deadline and t.is_alive():
-            if len(done) != last:
-                last, since = len(done), time.monotonic()
-            elif time.monotonic() - since >= 1.5:
-                held_at = len(done)
-                break
-            time.sleep(0.05)
-        assert not failed, f"a call failed instead of being held: {failed}"
-        assert held_at is not None and t.is_alive(), (
-            f"no call was held while the index lagged (done: {done}); "
-            "a debug build is needed for the stall hook")
-        assert held_at < 6
+        held_at, steps = run_until_held(tool_call, 6)
         # Held before it ran: the API has not seen it, but the call before it.
         assert f"/customers/{tag}-{held_at}" not in Api.seen_paths
         assert (f"/customers/{tag}-{held_at - 1}" if held_at else f"/customers/{tag}-first") \
             in Api.seen_paths
         flag.unlink()  # the index catches up; the held call runs
-        t.join(timeout=30)
-        assert not t.is_alive() and not failed, failed
-        assert done == list(range(6)), done
+        steps.join(6)
         texts = {(x.get("action") or {}).get("text") for x in w.audit(kind="action.request")}
         for i in range(6):
             assert f"GET /customers/{tag}-{i}" in texts, texts
