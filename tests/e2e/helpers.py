@@ -15,12 +15,13 @@ from conftest import wait_for
 @dataclass
 class Steps:
     """`n` steps run one after another on a thread of their own (see `run_until_held`)."""
-    thread: threading.Thread
+    thread: threading.Thread | None = None
     done: list = field(default_factory=list)
     failed: list = field(default_factory=list)
 
     def join(self, n: int) -> None:
         """Wait for the rest; every step must have completed, in order."""
+        assert self.thread is not None
         self.thread.join(timeout=30)
         assert not self.thread.is_alive() and not self.failed, self.failed
         assert self.done == list(range(n)), self.done
@@ -32,7 +33,7 @@ def run_until_held(step: Callable[[int], None], n: int) -> tuple[int, Steps]:
     inside the 5 s a pacing hold may last). Returns the index of the held step (that many
     completed) and the running steps, for `Steps.join` once the hold is lifted. Fails if
     a step failed, or if all completed or none was held in time."""
-    steps = Steps(thread=threading.Thread(target=lambda: None))
+    steps = Steps()
 
     def run():
         try:
