@@ -8,14 +8,15 @@
 Starts PostgreSQL (and, with --http, nginx) like bench/ab.py, one Warden from BINARY on a
 fresh store (`process` durability), warms it up, then samples all its threads with `perf
 record -F 2999 -g` while `pgbench -S -n -M extended -c 8` (or, with --http, `wrk -t2 -c32`
-on the harness's small JSON API) runs through it. Each sample is put in one group by its
-thread and call stack: the evidence indexer thread; in the runtime threads, the kernel's
-side of each system call (a send includes waking the receiver, and the switch away when
-the woken peer preempts the sender — on a shared VM often the largest group), then user
-space by component (ledger placement and hashing, SQL classification, masking, hyper,
-tokio, the allocator; "user: other" is mostly leaf functions whose callers perf could not
-walk, as release builds keep no frame pointers). Prints the groups' shares of all samples and µs per transaction or
-request (share x the gateway's measured CPU per unit), and the largest leaf functions.
+on the harness's small JSON API; `--clients N` for another concurrency) runs through it.
+Each sample is put in one group by its thread and call stack: the evidence indexer
+thread; in the runtime threads, the kernel's side of each system call (a send includes
+waking the receiver, and the switch away when the woken peer preempts the sender — on a
+shared VM often the largest group), then user space by component (ledger placement and
+hashing, SQL classification, masking, hyper, tokio, the allocator; "user: other" is
+mostly leaf functions whose callers perf could not walk, as release builds keep no frame
+pointers). Prints the groups' shares of all samples and µs per transaction or request
+(share x the gateway's measured CPU per unit), and the largest leaf functions.
 
 Shares, not timings: they move less from run to run than tps on a shared VM, and show
 which part a change must shrink. perf must be allowed to sample the gateway (root, or
@@ -40,8 +41,8 @@ KERNEL_GROUPS = [
     ("kernel: send (incl. waking the receiver)", r"\b(__GI___writev|__libc_send|__send|sendto|__x64_sys_sendto|do_writev)\b"),
     ("kernel: append-log / file write", r"\b(__libc_pwrite|pwrite64|__x64_sys_pwrite64)\b"),
     ("kernel: receive", r"\b(__libc_recv|recvfrom|__x64_sys_recvfrom|__libc_read)\b"),
-    ("kernel: epoll_wait (idle wake-ups)", r"\bepoll_wait\b"),
-    ("kernel: futex (thread wake-ups)", r"\bfutex\b"),
+    ("kernel: epoll_wait (idle wake-ups)", r"epoll_wait"),
+    ("kernel: futex (thread wake-ups)", r"futex"),
     ("kernel: stat (key-revocation stamp)", r"\bstatx\b"),
 ]
 USER_GROUPS = [
@@ -99,9 +100,15 @@ def main() -> int:
     ap.add_argument("binary", help="the warden binary to profile")
     ap.add_argument("--http", action="store_true", help="wrk on the HTTP path instead of pgbench")
     ap.add_argument("--seconds", type=float, default=8, help="seconds sampled (default 8)")
+    ap.add_argument("--clients", type=int, default=0, metavar="N",
+                    help="pgbench clients (default 8) or, with --http, wrk connections (default 32)")
     ap.add_argument("--keep", metavar="FILE", help="keep perf's data file here")
     args = ap.parse_args()
     binary = Path(args.binary).resolve()
+    if args.clients < 0:
+        raise h.BenchError("--clients must be positive (0: the default)")
+    clients = args.clients or (32 if args.http else 8)
+    h.WRK_CONNECTIONS = clients
     for tool in ("perf", "psql", "pgbench", "pgbouncer") + (("nginx", "wrk") if args.http else ()):
         h.require(tool)
     e = ab.scratch_env("warden-profile-")
@@ -118,7 +125,7 @@ def main() -> int:
         try:
             if args.http:
                 return ab.timed_http(g, pid)
-            return ab.timed(g.w.pg_port, "agent:bench", g.w.key, pid, 8)
+            return ab.timed(g.w.pg_port, "agent:bench", g.w.key, pid, clients)
         finally:
             h.SECONDS = saved
 
@@ -148,7 +155,9 @@ def main() -> int:
         raise h.BenchError("no samples (is perf allowed to sample other processes?)")
     unit = "request" if args.http else "transaction"
     cpu = r.get("cpu", 0.0)
-    print(f"\n{'wrk -t2 -c32' if args.http else 'pgbench -S -M extended -c 8'} through "
+    load_name = (f"wrk -t{min(2, clients)} -c{clients}" if args.http
+                 else f"pgbench -S -M extended -c {clients}")
+    print(f"\n{load_name} through "
           f"{binary}: {r['tps']:.0f} {unit}s/s, {cpu:.1f} µs of gateway CPU per {unit}; "
           f"{n} samples\n")
     print(f"| group | share of samples | µs per {unit} |")
