@@ -19,14 +19,15 @@ pointers). Prints the groups' shares of all samples and µs per transaction or r
 (share x the gateway's measured CPU per unit), and the largest leaf functions.
 
 Shares, not timings: they move less from run to run than tps on a shared VM, and show
-which part a change must shrink. perf must be allowed to sample the gateway (root, or
-kernel.perf_event_paranoid <= 1); perf itself costs a few per cent.
+which part a change must shrink. Needs perf (Debian: linux-perf), allowed to sample the
+gateway (root, or kernel.perf_event_paranoid <= 1); perf itself costs a few per cent.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -109,7 +110,9 @@ def main() -> int:
         raise h.BenchError("--clients must be positive (0: the default)")
     clients = args.clients or (32 if args.http else 8)
     h.WRK_CONNECTIONS = clients
-    for tool in ("perf", "psql", "pgbench", "pgbouncer") + (("nginx", "wrk") if args.http else ()):
+    if not shutil.which("perf"):
+        raise h.BenchError("perf is missing: apt-get install -y linux-perf")
+    for tool in ("psql", "pgbench", "pgbouncer") + (("nginx", "wrk") if args.http else ()):
         h.require(tool)
     e = ab.scratch_env("warden-profile-")
     h.start_postgres(e)
