@@ -37,7 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ab  # noqa: E402
 import harness as h  # noqa: E402
 
-# (group, pattern searched in the whole stack), first match wins; runtime threads only.
+# (group, pattern searched in the whole stack), first match wins; every thread but the
+# indexer (which is one group of its own). User-space samples go to the first component
+# found anywhere in their stack, so an allocation made by the ledger counts as the ledger's.
 KERNEL_GROUPS = [
     ("kernel: send (incl. waking the receiver)", r"\b(__GI___writev|__libc_send|__send|sendto|__x64_sys_sendto|do_writev)\b"),
     ("kernel: append-log / file write", r"\b(__libc_pwrite|pwrite64|__x64_sys_pwrite64)\b"),
