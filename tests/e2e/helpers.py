@@ -86,6 +86,16 @@ def response_for(w, request: dict, timeout: float = 10.0) -> dict:
     return recs[0]
 
 
+def assert_answered_and_verified(w, texts: list[str]) -> None:
+    """Each of `texts` has exactly one `action.request`, answered by an `action.response`
+    of status ok, and `audit verify` passes on the whole store."""
+    for text in texts:
+        resp = response_for(w, one_request(w, text))
+        assert resp["response"]["status"] == "ok", (text, resp["response"])
+    code, out = w.verify()
+    assert code == 0, out
+
+
 def session_records(w, session_id: str) -> list[dict]:
     return w.audit(session=session_id)
 

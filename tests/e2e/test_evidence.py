@@ -32,7 +32,7 @@ from conftest import (
     wait_for,
     write_config,
 )
-from helpers import one_request, pg_msg, pg_startup, raw_login, response_for, run_until_held
+from helpers import assert_answered_and_verified, pg_msg, pg_startup, raw_login, run_until_held
 
 VERIFY_PY = REPO / "tools" / "verify_bundle.py"
 
@@ -428,12 +428,7 @@ def test_reads_writes_and_mixed_batches_each_get_their_records(pg, durability):
         assert r.stdout.split() == [f"x{run_id}", f"y{run_id}"], r.stdout
         texts += [f"select 'x{run_id}'", f"select 'y{run_id}'"]
 
-        for t in texts:
-            req = one_request(w, t)
-            resp = response_for(w, req)
-            assert resp["response"]["status"] == "ok", (t, resp["response"])
-        code, out = w.verify()
-        assert code == 0, out
+        assert_answered_and_verified(w, texts)
     finally:
         stop_process(w.proc)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -531,11 +526,7 @@ def test_a_lagging_index_holds_statements_back_until_it_catches_up(pg):
         flag.unlink()  # the index catches up; the held statement goes on
         steps.join(6)
         conn.close()
-        for i in range(6):
-            resp = response_for(w, one_request(w, f"select {i} /* {run_id} */"))
-            assert resp["response"]["status"] == "ok", resp["response"]
-        code, out = w.verify()
-        assert code == 0, out
+        assert_answered_and_verified(w, [f"select {i} /* {run_id} */" for i in range(6)])
     finally:
         flag.unlink(missing_ok=True)
         stop_process(w.proc)

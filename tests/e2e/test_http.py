@@ -29,7 +29,7 @@ import pytest
 
 from conftest import (REPO, WARDEN_BIN, Warden, free_port, require_tool, run_warden, start_warden,
                       stop_process, wait_for, write_config)
-from helpers import run_until_held
+from helpers import assert_answered_and_verified, run_until_held
 
 UPSTREAM_TOKEN = "upstream-secret-4d1f"
 UPSTREAM_API_KEY = "k-7731"
@@ -1249,12 +1249,7 @@ def test_a_lagging_index_holds_requests_back_until_it_catches_up(pg):
             assert seen_with(f"{tag}-{held_at - 1}" if held_at else f"{tag}-first")
             flag.unlink()  # the index catches up; the held request goes on
             steps.join(6)
-        reqs = {x["action"]["text"]: x for x in w.audit(kind="action.request")}
-        for i in range(6):
-            resp = response_for(w, reqs[f"GET /invoices/{tag}-{i} HTTP/1.1"])
-            assert resp["response"]["status"] == "ok", resp["response"]
-        code, out = w.verify()
-        assert code == 0, out
+        assert_answered_and_verified(w, [f"GET /invoices/{tag}-{i} HTTP/1.1" for i in range(6)])
     finally:
         flag.unlink(missing_ok=True)
         if w is not None and w.proc is not None:

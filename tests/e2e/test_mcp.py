@@ -31,7 +31,7 @@ import pytest
 
 from conftest import (REPO, WARDEN_BIN, Warden, free_port, require_tool, run_warden,
                       start_warden, stop_process, wait_for, write_config)
-from helpers import one_request, response_for, run_until_held
+from helpers import assert_answered_and_verified, run_until_held
 
 PURPOSE = "support ticket 4711: remove a duplicate customer"
 
@@ -705,11 +705,7 @@ def test_a_lagging_index_holds_tool_calls_back_until_it_catches_up(pg):
             in Api.seen_paths
         flag.unlink()  # the index catches up; the held call runs
         steps.join(6)
-        for i in range(6):
-            resp = response_for(w, one_request(w, f"GET /customers/{tag}-{i}"))
-            assert resp["response"]["status"] == "ok", resp["response"]
-        code, out = w.verify()
-        assert code == 0, out
+        assert_answered_and_verified(w, [f"GET /customers/{tag}-{i}" for i in range(6)])
     finally:
         flag.unlink(missing_ok=True)
         if w is not None and w.proc is not None:
