@@ -4,6 +4,7 @@
     bench/profile.py target/release/warden
     bench/profile.py --http --seconds 8 target/release/warden
     bench/profile.py --keep /tmp/w.perf.data target/release/warden   # then `perf report -i`
+    bench/profile.py --pgbouncer                                     # the peer, same load
 
 Starts PostgreSQL (and, with --http, nginx) like bench/ab.py, one Warden from BINARY on a
 fresh store (`process` durability), warms it up, then samples all its threads with `perf
@@ -17,6 +18,9 @@ hashing, SQL classification, masking, hyper, tokio, the allocator; "user: other"
 mostly leaf functions whose callers perf could not walk, as release builds keep no frame
 pointers). Prints the groups' shares of all samples and µs per transaction or request
 (share x the gateway's measured CPU per unit), and the largest leaf functions.
+
+With --pgbouncer the harness's pgbouncer (session pooling) is sampled instead, under the
+same pgbench load, so the kernel's share of each hop can be compared with the peer's.
 
 Shares, not timings: they move less from run to run than tps on a shared VM, and show
 which part a change must shrink. Needs perf (Debian: linux-perf), allowed to sample the
@@ -100,14 +104,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("binary", help="the warden binary to profile")
+    ap.add_argument("binary", nargs="?", help="the warden binary to profile")
+    ap.add_argument("--pgbouncer", action="store_true",
+                    help="profile the harness's pgbouncer instead of a Warden (pgbench only)")
     ap.add_argument("--http", action="store_true", help="wrk on the HTTP path instead of pgbench")
     ap.add_argument("--seconds", type=float, default=8, help="seconds sampled (default 8)")
     ap.add_argument("--clients", type=int, default=0, metavar="N",
                     help="pgbench clients (default 8) or, with --http, wrk connections (default 32)")
     ap.add_argument("--keep", metavar="FILE", help="keep perf's data file here")
     args = ap.parse_args()
-    binary = Path(args.binary).resolve()
+    if bool(args.binary) == args.pgbouncer:
+        raise h.BenchError("name a warden binary, or --pgbouncer (not both)")
+    if args.pgbouncer and args.http:
+        raise h.BenchError("--pgbouncer profiles the PostgreSQL path; drop --http")
+    binary = Path(args.binary).resolve() if args.binary else None
     if args.clients < 0:
         raise h.BenchError("--clients must be positive (0: the default)")
     clients = args.clients or (32 if args.http else 8)
@@ -118,11 +128,17 @@ def main() -> int:
         h.require(tool)
     e = ab.scratch_env("warden-profile-")
     h.start_postgres(e)
-    h.start_pgbouncer(e)  # Gateway's config names it; not measured here
+    h.start_pgbouncer(e)  # Gateway's config names it; measured only with --pgbouncer
     if args.http:
         h.start_nginx(e)
-    g = ab.Gateway(e, "profile", binary, {}, [])
-    pid = g.start()
+    if binary:
+        g = ab.Gateway(e, "profile", binary, {}, [])
+        pid = g.start()
+        target = (g.w.pg_port, "agent:bench", g.w.key, pid)
+    else:
+        g = None
+        pid = int(h.tail(e.tmp / "pgbouncer" / "pgbouncer.pid").strip())
+        target = (e.bouncer_port, "postgres", h.PG_PW, pid)
     data = Path(args.keep).resolve() if args.keep else e.tmp / "perf.data"
 
     def load(seconds: float) -> dict:
@@ -130,7 +146,7 @@ def main() -> int:
         try:
             if args.http:
                 return ab.timed_http(g, pid)
-            return ab.timed(g.w.pg_port, "agent:bench", g.w.key, pid, clients)
+            return ab.timed(*target, clients)
         finally:
             h.SECONDS = saved
 
@@ -146,7 +162,8 @@ def main() -> int:
     perf.wait(timeout=120)
     if not data.exists():
         raise h.BenchError(f"perf wrote no samples: {perf.stderr.read().decode()[-500:]}")
-    g.stop()
+    if g:
+        g.stop()
     script = h.run(["perf", "script", "-i", str(data)], timeout=600, what="perf script").stdout
 
     groups: collections.Counter = collections.Counter()
@@ -163,7 +180,7 @@ def main() -> int:
     load_name = (f"wrk -t{min(2, clients)} -c{clients}" if args.http
                  else f"pgbench -S -M extended -c {clients}")
     print(f"\n{load_name} through "
-          f"{binary}: {r['tps']:.0f} {unit}s/s, {cpu:.1f} µs of gateway CPU per {unit}; "
+          f"{binary or 'pgbouncer'}: {r['tps']:.0f} {unit}s/s, {cpu:.1f} µs of proxy CPU per {unit}; "
           f"{n} samples\n")
     print(f"| group | share of samples | µs per {unit} |")
     print("|---|---:|---:|")
