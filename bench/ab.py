@@ -29,7 +29,8 @@ as when a gateway runs on its own host. Without it all share both cores, as in
 bench/run.sh, so every µs of the proxy's CPU is taken from PostgreSQL and the client.
 
 A target is NAME=BINARY, optionally followed by :VAR=VALUE[,VAR=VALUE...] for the
-gateway's environment. Everything started is stopped on exit, error or Ctrl-C; the temp
+gateway's environment; `evidence.KEY=VALUE` instead adds `KEY = VALUE` to that gateway's
+`[evidence]` table (e.g. `low=target/release/warden:evidence.indexer_nice=19`). Everything started is stopped on exit, error or Ctrl-C; the temp
 dir (servers' logs, callgrind dumps for callgrind_annotate) is removed unless BENCH_KEEP=1.
 
 With --http the same comparison runs on the HTTP path instead: nginx serves the harness's
@@ -59,6 +60,8 @@ import harness as h  # noqa: E402
 
 
 def parse_target(spec: str) -> tuple[str, Path, dict]:
+    """NAME=BINARY[:VAR=VALUE,...]; a VAR of the form `evidence.KEY` is not an environment
+    variable but a setting added to that gateway's `[evidence]` table (KEY = VALUE)."""
     name, sep, rest = spec.partition("=")
     if not sep or not name or not rest:
         raise h.BenchError(f"target {spec!r}: expected NAME=BINARY[:VAR=VALUE,...]")
@@ -68,6 +71,8 @@ def parse_target(spec: str) -> tuple[str, Path, dict]:
         k, sep, v = kv.partition("=")
         if not sep:
             raise h.BenchError(f"target {spec!r}: {kv!r} is not VAR=VALUE")
+        if k.startswith("evidence.") and not re.fullmatch(r"evidence\.[a-z_]+", k):
+            raise h.BenchError(f"target {spec!r}: {k!r} is not evidence.KEY")
         env[k] = v
     path = Path(binary).resolve()
     if not os.access(path, os.X_OK):
@@ -121,6 +126,11 @@ class Gateway:
             self.w = h.Warden(e, f"ab-{name}-{time.monotonic_ns()}", DURABILITY)
         finally:
             h.WARDEN = saved
+        settings = {k.split(".", 1)[1]: v for k, v in env.items() if k.startswith("evidence.")}
+        env = {k: v for k, v in env.items() if not k.startswith("evidence.")}
+        if settings:
+            with self.w.config.open("a") as f:
+                f.write("\n[evidence]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
         self.binary, self.env, self.wrapper = binary, env, wrapper
         if wrapper[:1] == ["valgrind"]:
             # Under valgrind a run lasts minutes: keep the periodic checkpoint (every 60 s by

@@ -6,7 +6,6 @@ Every test here runs its own Warden (own data dir) in front of the shared ``pg``
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -529,6 +528,42 @@ def test_a_lagging_index_holds_statements_back_until_it_catches_up(pg):
         assert_answered_and_verified(w, [f"select {i} /* {run_id} */" for i in range(6)])
     finally:
         flag.unlink(missing_ok=True)
+        stop_process(w.proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def thread_nices(pid: int) -> dict[str, set[int]]:
+    """Thread name -> the nice values of the threads of that name (`/proc/PID/task`)."""
+    out: dict[str, set[int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        # Field 19, counted after the command, which is in parentheses and may hold spaces.
+        out.setdefault(name, set()).add(int(stat[stat.rindex(")") + 2:].split()[16]))
+    return out
+
+
+def test_indexer_nice_lowers_only_the_indexer_and_everything_is_still_recorded(pg):
+    """`[evidence] indexer_nice = 19`: the evidence indexer thread runs at nice 19 (so
+    statements preempt it on a shared core), every other thread at the gateway's own
+    priority, and what it indexes is complete and verifies."""
+    tmp = Path(tempfile.mkdtemp(prefix="warden-e2e-nice-"))
+    w = make_warden(pg, tmp, extra="\n[evidence]\nindexer_nice = 19\n")
+    run_id = uuid.uuid4().hex[:8]
+    try:
+        conn = w.connect("reporter", autocommit=True)
+        for i in range(3):
+            assert conn.execute(f"select {i} /* {run_id} */").fetchone()[0] == i
+        conn.close()
+        nices = thread_nices(w.proc.pid)
+        assert nices.get("warden-indexer") == {19}, nices
+        others = {n for name, v in nices.items() if name != "warden-indexer" for n in v}
+        assert others == {0}, nices
+        assert_answered_and_verified(w, [f"select {i} /* {run_id} */" for i in range(3)])
+    finally:
         stop_process(w.proc)
         shutil.rmtree(tmp, ignore_errors=True)
 

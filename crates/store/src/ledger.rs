@@ -196,6 +196,8 @@ pub(crate) struct WriterConfig {
     pub durability: Durability,
     pub busy_timeout: Duration,
     pub index_backlog: usize,
+    /// Nice value of the indexer thread (0: the process's own).
+    pub indexer_nice: i32,
 }
 
 /// The head of the chain and the log it is written to.
@@ -320,6 +322,26 @@ async fn pace(shared: &Shared, soft_limit: usize, pace_wait: Duration) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+}
+
+/// Give the calling thread (the indexer) nice value `nice`, so that on a core it shares
+/// with the runtime threads a statement's wake-up preempts it at once instead of waiting
+/// out its slice (docs/benchmarks.md, sixteenth pass). Nothing waits on the index but
+/// readers and the backlog's pacing, so the index trades latency for nothing a client
+/// sees — unless other processes keep the CPU busy, when a low-priority index falls
+/// behind and the ledger paces sessions (why it is not the default). A failure is
+/// logged, not fatal: the index works at any priority.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // On Linux, PRIO_PROCESS with a thread id sets that one thread's nice value.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
+        tracing::warn!("[evidence] indexer_nice = {nice} not applied: {e}");
+    }
+    #[cfg(not(target_os = "linux"))]
+    tracing::warn!("[evidence] indexer_nice = {nice} not applied: only supported on Linux");
 }
 
 /// `<path><suffix>`: where an end-to-end test puts a debug-build hook's flag file.
@@ -556,9 +578,13 @@ impl Ledger {
                     stall_flag: hook_flag(&cfg.path, ".stall-index"),
                 };
                 shared.alive.store(true, Ordering::SeqCst);
+                let indexer_nice = cfg.indexer_nice;
                 let spawned = std::thread::Builder::new()
                     .name("warden-indexer".into())
-                    .spawn(move || indexer.run(rx));
+                    .spawn(move || {
+                        lower_priority(indexer_nice);
+                        indexer.run(rx)
+                    });
                 match spawned {
                     Ok(h) => {
                         let _ = shared.indexer.set(h.thread().clone());

@@ -110,6 +110,8 @@ pub struct StoreOptions {
     pub busy_timeout: Duration,
     /// Most acknowledged records waiting to be indexed before appends are refused.
     pub index_backlog: usize,
+    /// Nice value of the evidence indexer thread (0 to 19; 0: the process's own).
+    pub indexer_nice: i32,
 }
 
 impl StoreOptions {
@@ -118,6 +120,7 @@ impl StoreOptions {
             durability,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             index_backlog: crate::ledger::QUEUE_CAPACITY,
+            indexer_nice: 0,
         }
     }
 }
@@ -213,6 +216,7 @@ impl Store {
                     durability: self.options.durability,
                     busy_timeout: self.options.busy_timeout,
                     index_backlog: self.options.index_backlog,
+                    indexer_nice: self.options.indexer_nice,
                 })
             })
             .clone()

@@ -19,6 +19,7 @@ fn open_with_backlog_of_8(dir: &Path, durability: Durability) -> Store {
         durability,
         busy_timeout: Duration::from_millis(100),
         index_backlog: 8,
+        indexer_nice: 0,
     };
     Store::open_with("sqlite://data/evidence.db", dir, opts).unwrap()
 }
@@ -818,6 +819,52 @@ async fn acknowledged_records_survive_a_crash_before_indexing() {
         .await
         .unwrap();
     assert_eq!(a.seq, 9);
+}
+
+/// The nice value in a `/proc/.../stat` line (field 19; the command before it is in
+/// parentheses and may hold spaces).
+#[cfg(target_os = "linux")]
+fn nice_in_stat(stat: &str) -> Option<i32> {
+    stat[stat.rfind(')')? + 2..]
+        .split(' ')
+        .nth(16)?
+        .parse()
+        .ok()
+}
+
+/// The nice value of this process's thread named `name`.
+#[cfg(target_os = "linux")]
+fn thread_nice(name: &str) -> Option<i32> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            return nice_in_stat(&std::fs::read_to_string(task.path().join("stat")).ok()?);
+        }
+    }
+    None
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_indexer_runs_at_the_configured_nice_value_and_still_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        indexer_nice: 7,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with("sqlite://data/evidence.db", dir.path(), opts).unwrap();
+    let ledger = store.ledger();
+    let a = ledger
+        .append(rec(0, "agent:bot", "orders", RecordKind::ActionRequest))
+        .await
+        .unwrap();
+    ledger.flush().await.unwrap();
+    assert_eq!(thread_nice("warden-indexer"), Some(7));
+    assert_eq!(all(&store).len(), 1);
+    assert_eq!(a.seq, 1);
+    // Only the indexer: the thread that appended keeps the process's priority.
+    let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    assert_eq!(nice_in_stat(&own), Some(0));
 }
 
 #[tokio::test]

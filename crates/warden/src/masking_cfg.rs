@@ -31,6 +31,7 @@ pub(crate) struct RawEvidence {
     response_rows: Option<Spanned<u64>>,
     response_bytes: Option<Spanned<u64>>,
     index_backlog: Option<Spanned<u64>>,
+    indexer_nice: Option<Spanned<i64>>,
 }
 
 /// How much of each (masked) response the evidence keeps, and how far its index may
@@ -42,6 +43,8 @@ pub struct EvidenceLimits {
     /// Records written but not yet indexed before new evidence is refused (sessions are
     /// slowed from half of it on).
     pub index_backlog: usize,
+    /// Nice value of the evidence indexer thread (0: the process's own).
+    pub indexer_nice: i32,
 }
 
 /// Bounds of `[evidence] index_backlog`: below 2 there is no room to slow down before
@@ -49,12 +52,17 @@ pub struct EvidenceLimits {
 /// the maximum keeps that under about a GiB.
 pub const INDEX_BACKLOG_RANGE: std::ops::RangeInclusive<u64> = 2..=1 << 20;
 
+/// Bounds of `[evidence] indexer_nice`: the indexer may only be made to yield (a negative
+/// value would need privileges and take the CPU from the statements it records).
+pub const INDEXER_NICE_RANGE: std::ops::RangeInclusive<i64> = 0..=19;
+
 impl Default for EvidenceLimits {
     fn default() -> Self {
         EvidenceLimits {
             response_rows: 20,
             response_bytes: 16 * 1024,
             index_backlog: warden_store::DEFAULT_INDEX_BACKLOG,
+            indexer_nice: 0,
         }
     }
 }
@@ -212,6 +220,23 @@ pub(crate) fn build(
             ));
         }
     }
+    if let Some(n) = &evidence.indexer_nice {
+        if INDEXER_NICE_RANGE.contains(n.get_ref()) {
+            limits.indexer_nice = *n.get_ref() as i32;
+        } else {
+            problems.push((
+                "evidence.indexer_nice".into(),
+                Some(n.span()),
+                format!(
+                    "{}: give a nice value from {} (the default: the gateway's own priority) \
+                     to {} (the index yields to every statement)",
+                    n.get_ref(),
+                    INDEXER_NICE_RANGE.start(),
+                    INDEXER_NICE_RANGE.end()
+                ),
+            ));
+        }
+    }
     (config, limits, problems)
 }
 
@@ -262,28 +287,62 @@ operator = "smudge"
         assert!(errs.iter().any(|e| e.message.contains("key")), "{errs:?}");
     }
 
+    /// The limits of a config whose `[evidence]` table holds `line`, or its problems.
+    fn evidence_with(line: &str) -> Result<super::EvidenceLimits, Vec<crate::config::ConfigError>> {
+        let text = format!("[evidence]\n{line}\n");
+        crate::config::Config::parse(&text, Path::new("w.toml"), Path::new("."))
+            .map(|c| c.evidence_limits)
+    }
+
+    /// `key = bad` is refused on line 2 with a message holding each of `says`.
+    fn refused(key: &str, bad: &str, says: &[&str]) {
+        let errs = evidence_with(&format!("{key} = {bad}")).err().unwrap();
+        assert!(
+            errs.iter().any(|e| e.key == format!("evidence.{key}")
+                && e.line == Some(2)
+                && says.iter().all(|s| e.message.contains(s))),
+            "{key} = {bad}: {errs:?}"
+        );
+    }
+
     #[test]
     fn index_backlog_is_read_and_bounded() {
-        let parse = |v: &str| {
-            let text = format!("[evidence]\nindex_backlog = {v}\n");
-            crate::config::Config::parse(&text, Path::new("w.toml"), Path::new("."))
-        };
-        let cfg = crate::config::Config::parse("", Path::new("w.toml"), Path::new("."))
-            .ok()
-            .unwrap();
         assert_eq!(
-            cfg.evidence_limits.index_backlog,
+            super::EvidenceLimits::default().index_backlog,
             warden_store::DEFAULT_INDEX_BACKLOG
         );
-        assert_eq!(parse("8").ok().unwrap().evidence_limits.index_backlog, 8);
+        assert_eq!(
+            evidence_with("").ok().unwrap(),
+            super::EvidenceLimits::default()
+        );
+        assert_eq!(
+            evidence_with("index_backlog = 8")
+                .ok()
+                .unwrap()
+                .index_backlog,
+            8
+        );
         for bad in ["0", "1", "1048577"] {
-            let errs = parse(bad).err().unwrap();
-            assert!(
-                errs.iter().any(|e| e.key == "evidence.index_backlog"
-                    && e.line == Some(2)
-                    && e.message.contains("from 2 to 1048576")),
-                "{bad}: {errs:?}"
-            );
+            refused("index_backlog", bad, &["from 2 to 1048576"]);
+        }
+    }
+
+    #[test]
+    fn indexer_nice_is_read_and_bounded() {
+        assert_eq!(evidence_with("").ok().unwrap().indexer_nice, 0);
+        assert_eq!(
+            evidence_with("indexer_nice = 19")
+                .ok()
+                .unwrap()
+                .indexer_nice,
+            19
+        );
+        assert_eq!(
+            evidence_with("indexer_nice = 0").ok().unwrap().indexer_nice,
+            0
+        );
+        for bad in ["-1", "-20", "20"] {
+            refused("indexer_nice", bad, &["from 0", "to 19"]);
         }
     }
 }

@@ -51,6 +51,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             &cfg.base_dir,
             warden_store::StoreOptions {
                 index_backlog: cfg.evidence_limits.index_backlog,
+                indexer_nice: cfg.evidence_limits.indexer_nice,
                 ..warden_store::StoreOptions::new(cfg.durability)
             },
         )
