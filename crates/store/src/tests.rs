@@ -832,16 +832,18 @@ fn nice_in_stat(stat: &str) -> Option<i32> {
         .ok()
 }
 
-/// The nice value of this process's thread named `name`.
+/// The nice values of this process's threads named `name` (tests running in parallel
+/// have indexers of their own).
 #[cfg(target_os = "linux")]
-fn thread_nice(name: &str) -> Option<i32> {
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() == name {
-            return nice_in_stat(&std::fs::read_to_string(task.path().join("stat")).ok()?);
-        }
-    }
-    None
+fn thread_nices(name: &str) -> Vec<i32> {
+    let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .filter_map(|t| nice_in_stat(&std::fs::read_to_string(t.path().join("stat")).ok()?))
+        .collect()
 }
 
 #[cfg(target_os = "linux")]
@@ -859,7 +861,9 @@ async fn the_indexer_runs_at_the_configured_nice_value_and_still_indexes() {
         .await
         .unwrap();
     ledger.flush().await.unwrap();
-    assert_eq!(thread_nice("warden-indexer"), Some(7));
+    // No other test asks for 7: if one indexer runs at 7, it is this store's.
+    let nices = thread_nices("warden-indexer");
+    assert!(nices.contains(&7), "{nices:?}");
     assert_eq!(all(&store).len(), 1);
     assert_eq!(a.seq, 1);
     // Only the indexer: the thread that appended keeps the process's priority.
