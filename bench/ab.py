@@ -117,7 +117,8 @@ def switches(pid: int) -> dict[str, tuple[int, int]]:
 
 
 class Gateway:
-    """One Warden from `binary` on a fresh store, with `env` added to its environment."""
+    """One Warden from `binary` on a fresh store, with `env` added to its environment (its
+    `evidence.KEY` entries go to the config's `[evidence]` table instead)."""
 
     def __init__(self, e: h.Env, name: str, binary: Path, env: dict, wrapper: list[str]):
         saved = h.WARDEN
