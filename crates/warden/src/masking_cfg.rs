@@ -67,6 +67,27 @@ impl Default for EvidenceLimits {
     }
 }
 
+/// The value of an optional bounded setting: `None` when absent, or when outside `range`
+/// (a problem at its span: the value, then what `hint` says to give).
+fn bounded<T: PartialOrd + Copy + std::fmt::Display>(
+    value: &Option<Spanned<T>>,
+    range: &std::ops::RangeInclusive<T>,
+    key: &str,
+    problems: &mut Vec<Problem>,
+    hint: impl FnOnce(&std::ops::RangeInclusive<T>) -> String,
+) -> Option<T> {
+    let v = value.as_ref()?;
+    if range.contains(v.get_ref()) {
+        return Some(*v.get_ref());
+    }
+    problems.push((
+        key.into(),
+        Some(v.span()),
+        format!("{}: {}", v.get_ref(), hint(range)),
+    ));
+    None
+}
+
 /// A problem: key path, byte span, message.
 pub(crate) type Problem = (String, Option<std::ops::Range<usize>>, String);
 
@@ -203,39 +224,39 @@ pub(crate) fn build(
     if let Some(b) = &evidence.response_bytes {
         limits.response_bytes = *b.get_ref() as usize;
     }
-    if let Some(n) = &evidence.index_backlog {
-        if INDEX_BACKLOG_RANGE.contains(n.get_ref()) {
-            limits.index_backlog = *n.get_ref() as usize;
-        } else {
-            problems.push((
-                "evidence.index_backlog".into(),
-                Some(n.span()),
-                format!(
-                    "{}: give a number of records from {} to {} (default {})",
-                    n.get_ref(),
-                    INDEX_BACKLOG_RANGE.start(),
-                    INDEX_BACKLOG_RANGE.end(),
-                    warden_store::DEFAULT_INDEX_BACKLOG
-                ),
-            ));
-        }
+    let backlog = bounded(
+        &evidence.index_backlog,
+        &INDEX_BACKLOG_RANGE,
+        "evidence.index_backlog",
+        &mut problems,
+        |r| {
+            format!(
+                "give a number of records from {} to {} (default {})",
+                r.start(),
+                r.end(),
+                warden_store::DEFAULT_INDEX_BACKLOG
+            )
+        },
+    );
+    if let Some(n) = backlog {
+        limits.index_backlog = n as usize;
     }
-    if let Some(n) = &evidence.indexer_nice {
-        if INDEXER_NICE_RANGE.contains(n.get_ref()) {
-            limits.indexer_nice = *n.get_ref() as i32;
-        } else {
-            problems.push((
-                "evidence.indexer_nice".into(),
-                Some(n.span()),
-                format!(
-                    "{}: give a nice value from {} (the default: the gateway's own priority) \
-                     to {} (the index yields to every statement)",
-                    n.get_ref(),
-                    INDEXER_NICE_RANGE.start(),
-                    INDEXER_NICE_RANGE.end()
-                ),
-            ));
-        }
+    let nice = bounded(
+        &evidence.indexer_nice,
+        &INDEXER_NICE_RANGE,
+        "evidence.indexer_nice",
+        &mut problems,
+        |r| {
+            format!(
+                "give a nice value from {} (the default: the gateway's own priority) to {} \
+             (the index yields to every statement)",
+                r.start(),
+                r.end()
+            )
+        },
+    );
+    if let Some(n) = nice {
+        limits.indexer_nice = n as i32;
     }
     (config, limits, problems)
 }
